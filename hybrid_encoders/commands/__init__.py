@@ -1,0 +1,1 @@
+"""Sub-commands of ``hybrid-encoders``: one module each (see :mod:`hybrid_encoders.cli`)."""

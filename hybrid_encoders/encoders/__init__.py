@@ -1,0 +1,1 @@
+"""ESPnet encoders: Squeezeformer, HybridFormer, Zipformer; see docs/architecture.md."""

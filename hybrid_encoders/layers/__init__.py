@@ -1,0 +1,1 @@
+"""Building blocks shared by the encoders; see docs/architecture.md."""
