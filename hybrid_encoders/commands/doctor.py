@@ -94,7 +94,10 @@ def _check_hook() -> Check:
 def _check_registration() -> Check:
     from hybrid_encoders.commands.list_plugins import collect_outcomes
 
-    outcomes = collect_outcomes()
+    try:
+        outcomes = collect_outcomes()
+    except ImportError as error:
+        return Check("registration", "problem", f"an ESPnet task module cannot be imported: {error!r}", PIN_COMMAND)
     ours = [o for o in outcomes if o.distribution == "hybrid-encoders"]
     broken = [o for o in ours if o.status == "skipped"]
     if broken:

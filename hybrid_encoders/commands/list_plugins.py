@@ -12,16 +12,17 @@ def add_arguments(parser):
 
 
 def collect_outcomes():
-    """Import every ESPnet task module that some entry point targets and return the registration outcomes."""
+    """Import every ESPnet task module that some entry point targets and return the registration outcomes.
+
+    Raises:
+        ImportError: ESPnet (or one of the task modules) cannot be imported.
+    """
     from hybrid_encoders import registration
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", registration.RegistrationWarning)
         for module_name in ["espnet2.tasks.abs_task"] + [f"espnet2.tasks.{t}" for t in registration.tasks_with_plugins()]:
-            try:
-                importlib.import_module(module_name)
-            except ImportError as error:
-                print(f"warning: cannot import {module_name}: {error}")
+            importlib.import_module(module_name)
     return sorted(registration.OUTCOMES.values(), key=lambda o: (o.registry, o.name))
 
 
@@ -35,7 +36,11 @@ def format_table(rows, header):
 def run(args):
     from hybrid_encoders import hook_installed
 
-    outcomes = collect_outcomes()
+    try:
+        outcomes = collect_outcomes()
+    except ImportError as error:
+        print(f"error: ESPnet cannot be imported ({error!r}); install it: pip install espnet==202511")
+        return 1
     shown = [o for o in outcomes if args.all or o.status == "registered"]
     header = ("name", "registered into", "class", "distribution")
     rows = [(o.name, o.registry, o.target, o.distribution) for o in shown]
