@@ -1,0 +1,107 @@
+"""Relative-position multi-head self-attention (Transformer-XL, Dai et al. 2019, Sec. 3.3), as in Conformer and
+Squeezeformer (paper Sec. 3; TF ``RelPositionMultiHeadAttention``, NeMo's class of the same name, ESPnet's
+``RelPositionMultiHeadedAttention``; the three compute the same function).
+
+With per-head queries q_i, keys k_j, relative encodings p_r (rows of
+:class:`~hybrid_encoders.layers.rel_positional.RelPositionalEncoding` projected by ``linear_pos``) and the learned
+biases u, v:
+
+    score(i, j) = ((q_i + u) . k_j + (q_i + v) . p_{i-j}) / sqrt(d_k)
+
+Keys at padded positions get no weight, so valid outputs do not depend on padding. Parameter names are ESPnet's
+(``linear_q/k/v/out``, ``linear_pos``, ``pos_bias_u/v``).
+"""
+
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+class RelPositionMultiHeadedAttention(nn.Module):
+    """Self-attention with relative sinusoidal positions; ESPnet's call signature.
+
+    Args:
+        n_head: number of heads H.
+        n_feat: model dimension d (divisible by H).
+        dropout_rate: dropout on the attention weights.
+    """
+
+    def __init__(self, n_head: int, n_feat: int, dropout_rate: float = 0.0):
+        super().__init__()
+        if n_feat % n_head != 0:
+            raise ValueError(f"RelPositionMultiHeadedAttention: n_feat={n_feat} must be divisible by n_head={n_head}")
+        self.h = n_head
+        self.d_k = n_feat // n_head
+        self.linear_q = nn.Linear(n_feat, n_feat)
+        self.linear_k = nn.Linear(n_feat, n_feat)
+        self.linear_v = nn.Linear(n_feat, n_feat)
+        self.linear_out = nn.Linear(n_feat, n_feat)
+        self.linear_pos = nn.Linear(n_feat, n_feat, bias=False)
+        self.pos_bias_u = nn.Parameter(torch.zeros(n_head, self.d_k))
+        self.pos_bias_v = nn.Parameter(torch.zeros(n_head, self.d_k))
+        self.dropout = nn.Dropout(dropout_rate)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Paper (TF) initialisation: projections U(-a, a), a = d^-1/2, weights and biases; u = v = 0."""
+        for layer in (self.linear_q, self.linear_k, self.linear_v, self.linear_out, self.linear_pos):
+            bound = layer.in_features**-0.5
+            nn.init.uniform_(layer.weight, -bound, bound)
+            if layer.bias is not None:
+                nn.init.uniform_(layer.bias, -bound, bound)
+        nn.init.zeros_(self.pos_bias_u)
+        nn.init.zeros_(self.pos_bias_v)
+
+    @staticmethod
+    def rel_shift(scores: torch.Tensor) -> torch.Tensor:
+        """Re-index position scores from "relative row r" to "key j".
+
+        Args:
+            scores: (B, H, T, 2T - 1); column r holds the distance T - 1 - r.
+
+        Returns:
+            (B, H, T, T) with ``out[..., i, j] = scores[..., i, T - 1 - i + j]`` (distance i - j), a strided view:
+            moving one query row down moves the window one column left.
+        """
+        batch, heads, length, width = scores.shape
+        scores = scores.contiguous()
+        return scores.as_strided(
+            (batch, heads, length, length),
+            (heads * length * width, length * width, width - 1, 1),
+            storage_offset=scores.storage_offset() + length - 1,
+        )
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        pos_emb: torch.Tensor,
+        mask: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        """Attend.
+
+        Args:
+            query, key, value: (B, T, d); self-attention (the positional term assumes key length == query length).
+            pos_emb: (1, 2T - 1, d) relative encodings for distances T-1 ... -(T-1).
+            mask: (B, 1, T) or (B, T, T) bool, True where a key may be attended (ESPnet convention), or None.
+
+        Returns:
+            (B, T, d).
+        """
+        batch, length, _ = query.shape
+        q = self.linear_q(query).view(batch, length, self.h, self.d_k)
+        k = self.linear_k(key).view(batch, -1, self.h, self.d_k).transpose(1, 2)  # (B, H, T, d_k)
+        v = self.linear_v(value).view(batch, -1, self.h, self.d_k).transpose(1, 2)
+        p = self.linear_pos(pos_emb).view(pos_emb.size(0), -1, self.h, self.d_k).transpose(1, 2)  # (1, H, 2T-1, d_k)
+        content = torch.matmul((q + self.pos_bias_u).transpose(1, 2), k.transpose(-2, -1))  # (B, H, T, T)
+        position = self.rel_shift(torch.matmul((q + self.pos_bias_v).transpose(1, 2), p.transpose(-2, -1)))
+        scores = (content + position) / math.sqrt(self.d_k)
+        if mask is not None:
+            # The most negative finite value, not -inf: a row without any valid key then stays finite.
+            scores = scores.masked_fill(~mask.unsqueeze(1), torch.finfo(scores.dtype).min)
+        weights = self.dropout(torch.softmax(scores, dim=-1))
+        context = torch.matmul(weights, v.to(weights.dtype))  # (B, H, T, d_k)
+        return self.linear_out(context.transpose(1, 2).reshape(batch, length, self.h * self.d_k))

@@ -1,0 +1,129 @@
+"""The convolutional front ends that subsample (B, T, F) features in time, behind one factory used by every encoder.
+
+    subsampling = build_subsampling("dw_striding", input_size=80, output_size=256)
+    ys, out_lengths = subsampling(xs, lengths)          # (B, T, 80) -> (B, T', 256)
+
+A front end is a :class:`Subsampling`: besides ``forward`` it reports ``output_lengths(lengths)`` and
+``min_input_length`` (the shortest input that still yields one output frame), so that an encoder can raise
+``TooShortUttError`` before running anything. Adding a kind is one class plus one entry in :data:`SUBSAMPLING_KINDS`.
+"""
+
+from typing import Dict, Tuple, Type
+
+import torch
+from torch import nn
+
+from hybrid_encoders.layers.masking import make_pad_mask
+
+
+class Subsampling(nn.Module):
+    """Base class of the front ends: (B, T, input_size) features -> (B, T', output_size) frames."""
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """(B,) input lengths -> (B,) output lengths."""
+        raise NotImplementedError
+
+    @property
+    def min_input_length(self) -> int:
+        """The shortest input length that gives at least one output frame."""
+        length = 1
+        while int(self.output_lengths(torch.tensor([length]))[0]) < 1:
+            length += 1
+        return length
+
+    def forward(self, xs: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+def _strided_length(lengths: torch.Tensor) -> torch.Tensor:
+    """Length after a kernel-3, stride-2 convolution padded by 1 on both sides: floor((L - 1) / 2) + 1."""
+    return torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+
+
+def _zero_padded_frames(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero the time steps ``t >= lengths[b]`` of a (B, C, T, F) image (skipped when nothing is padded)."""
+    if int(lengths.min()) >= x.size(2):
+        return x
+    valid = ~make_pad_mask(lengths, x.size(2))
+    return x * valid[:, None, :, None].to(x.dtype)
+
+
+class DepthwiseStridingSubsampling(Subsampling):
+    """Squeezeformer's 4x front end (paper Sec. 3.2, "depthwise separable subsampling"; NeMo ``dw_striding``).
+
+    ``conv3x3 (1 -> C, stride 2) -> ReLU -> depthwise conv3x3 (stride 2) -> pointwise conv1x1 -> ReLU ->
+    flatten (C x F/4) -> Linear -> output_size``. Each convolution pads one step on both sides (NeMo; the TF code
+    pads bottom/right only, which changes only which frames a kernel reads). Time steps at or beyond a sequence's
+    length are zeroed before each convolution, so an utterance gives the same valid frames alone and inside a padded
+    batch. Lengths: ``L -> floor((L - 1) / 2) + 1`` twice (= ceil(ceil(L / 2) / 2)).
+
+    Args:
+        input_size: feature dimension F (80 for fbank).
+        output_size: model dimension d of the output frames.
+        channels: convolution channels C; ``None`` means ``output_size`` (every paper configuration).
+    """
+
+    def __init__(self, input_size: int, output_size: int, channels: int = None):
+        super().__init__()
+        channels = output_size if channels is None else channels
+        if channels <= 0:
+            raise ValueError(f"dw_striding subsampling: channels must be > 0, got {channels}")
+        self.conv1 = nn.Conv2d(1, channels, kernel_size=3, stride=2, padding=1)
+        self.depthwise = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1, groups=channels)
+        self.pointwise = nn.Conv2d(channels, channels, kernel_size=1)
+        reduced_features = int(_strided_length(_strided_length(torch.tensor(input_size))))
+        self.out = nn.Linear(channels * reduced_features, output_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Paper (TF) initialisation: U(-a, a) for weights and biases with a = fan_in^-1/2 of each layer's kernel.
+
+        The TF code hard-codes a = 5120^-1/2 for the output Linear, which is (20 C)^-1/2 for its C = 256 model;
+        we use (20 C)^-1/2 (its fan-in) for every size.
+        """
+        for layer, fan_in in (
+            (self.conv1, 9),
+            (self.depthwise, 9),
+            (self.pointwise, self.pointwise.in_channels),
+            (self.out, self.out.in_features),
+        ):
+            bound = fan_in**-0.5
+            nn.init.uniform_(layer.weight, -bound, bound)
+            nn.init.uniform_(layer.bias, -bound, bound)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return _strided_length(_strided_length(lengths))
+
+    def forward(self, xs: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F) features and (B,) lengths -> (B, ceil(ceil(T/2)/2), output_size) frames and their lengths."""
+        half_lengths = _strided_length(lengths)
+        out_lengths = _strided_length(half_lengths)
+        x = _zero_padded_frames(xs.unsqueeze(1), lengths)  # (B, 1, T, F)
+        x = _zero_padded_frames(torch.relu(self.conv1(x)), half_lengths)  # (B, C, T/2, F/2)
+        x = torch.relu(self.pointwise(self.depthwise(x)))  # (B, C, T/4, F/4)
+        x = _zero_padded_frames(x, out_lengths)
+        batch, channels, frames, features = x.shape
+        x = x.transpose(1, 2).reshape(batch, frames, channels * features)  # channel-major: index c * F' + f
+        return self.out(x), out_lengths
+
+
+SUBSAMPLING_KINDS: Dict[str, Type[Subsampling]] = {
+    "dw_striding": DepthwiseStridingSubsampling,
+}
+
+
+def build_subsampling(kind: str, input_size: int, output_size: int, **options) -> Subsampling:
+    """Build the front end named ``kind`` (a key of :data:`SUBSAMPLING_KINDS`).
+
+    Args:
+        kind: front-end name, e.g. ``"dw_striding"``.
+        input_size: feature dimension of the input.
+        output_size: dimension of the output frames.
+        **options: keyword arguments of that kind's class.
+
+    Raises:
+        ValueError: unknown kind.
+    """
+    if kind not in SUBSAMPLING_KINDS:
+        raise ValueError(f"subsampling must be one of {sorted(SUBSAMPLING_KINDS)}, got {kind!r}")
+    return SUBSAMPLING_KINDS[kind](input_size, output_size, **options)
