@@ -1,0 +1,84 @@
+"""``hybrid-encoders bench``: time, peak memory, FLOPs and parameters of our encoders next to ESPnet's own."""
+
+import argparse
+import datetime
+import pathlib
+import sys
+
+NAME = "bench"
+HELP = (
+    "Measure inference and training time, peak memory, FLOPs and parameters of encoders (ours and ESPnet's "
+    "conformer / e_branchformer at recipe sizes) over input lengths; writes JSON, a Markdown table and plots."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    from hybrid_encoders.bench.models import DEFAULT_ENCODERS
+
+    parser.add_argument(
+        "--encoders",
+        nargs="+",
+        metavar="NAME[:PRESET]",
+        help=f"encoders to compare, in table order (the first is the baseline of the ratio columns); "
+        f"default: {' '.join(DEFAULT_ENCODERS)} (those that are registered)",
+    )
+    parser.add_argument("--lengths", nargs="+", type=float, default=[5.0, 10.0, 30.0, 60.0], metavar="SECONDS")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per cell (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per cell (default: %(default)s)")
+    parser.add_argument("--mode", choices=("inference", "training", "both"), default="both")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--min-cpu-ratio",
+        type=float,
+        help="CPU/wall ratio under which a run counts as disturbed and is repeated (default: 0.75 x threads on CPU)",
+    )
+    parser.add_argument("--max-retries", type=int, default=2, help="repeats of one disturbed run (default: %(default)s)")
+    parser.add_argument("--out", type=pathlib.Path, help="output folder (default: bench_results/<date-time>)")
+    parser.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only")
+    parser.add_argument("--flops-only", action="store_true", help="count FLOPs and parameters only, no timing")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hybrid_encoders.bench.harness import MODES, Benchmark, Candidate, Settings
+    from hybrid_encoders.bench.models import build_encoder, parse_encoders
+    from hybrid_encoders.bench.report import markdown_table, write_report
+
+    try:
+        specs, notes = parse_encoders(args.encoders)
+        settings = Settings(
+            lengths_s=args.lengths,
+            batch=args.batch,
+            threads=args.threads,
+            runs=args.runs,
+            warmup=args.warmup,
+            modes=MODES if args.mode == "both" else (args.mode,),
+            device=args.device,
+            min_cpu_ratio=args.min_cpu_ratio,
+            max_retries=args.max_retries,
+            flops_only=args.flops_only,
+        )
+    except ValueError as error:
+        print(f"hybrid-encoders bench: error: {error}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"hybrid-encoders bench: {note}", file=sys.stderr)
+    if not specs:
+        print("hybrid-encoders bench: error: no encoder can be built here", file=sys.stderr)
+        return 2
+    candidates = [
+        Candidate(
+            label=spec.label,
+            build=lambda input_size, spec=spec: build_encoder(spec, input_size),
+            info={"name": spec.name, "preset": spec.preset, "source": spec.source, "config": spec.config()},
+        )
+        for spec in specs
+    ]
+    result = Benchmark(candidates, settings).run()
+    result["notes"] = notes
+    out = args.out or pathlib.Path("bench_results") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    written = write_report(result, out, plots=not args.no_plots)
+    print(markdown_table(result))
+    print("wrote " + ", ".join(str(path) for path in written), file=sys.stderr)
+    return 0
