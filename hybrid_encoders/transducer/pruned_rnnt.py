@@ -260,7 +260,7 @@ def smoothed_rnnt_logprobs(
     # log sum_v exp(lm[s, v] + am[t, v]) for all (s, t) as one matmul, never materialising (B, S+1, T, V).
     joint_norm = torch.log(torch.matmul(lm_probs, am_probs.transpose(1, 2)) + tiny) + lm_max + am_max.transpose(1, 2)
     lm_norm = torch.logsumexp(lm, dim=2, keepdim=True)  # (B, S+1, 1)
-    valid_positions = (~make_pad_mask(symbol_lengths, num_symbols + 1)).to(lm.dtype).unsqueeze(2)
+    valid_positions = (~make_pad_mask(symbol_lengths + 1, num_symbols + 1)).to(lm.dtype).unsqueeze(2)
     lm_softmax = lm_probs / lm_probs.sum(dim=2, keepdim=True)
     unigram = (lm_softmax * valid_positions).sum(dim=(0, 1)) / valid_positions.sum() + tiny  # (V,)
     log_unigram = torch.log(unigram)
