@@ -13,7 +13,13 @@ from typing import Dict, Tuple, Type
 import torch
 from torch import nn
 
+from hybrid_encoders.layers.bias_norm import BiasNorm
 from hybrid_encoders.layers.masking import make_pad_mask
+from hybrid_encoders.layers.swoosh import SwooshL, SwooshR, scale_initial_weights
+from hybrid_encoders.regularization.balancer import Balancer, ScaleGrad
+from hybrid_encoders.regularization.scheduled_float import FloatLike, ScheduledFloat
+from hybrid_encoders.regularization.skipping import SharedDropout
+from hybrid_encoders.regularization.whiten import Whiten
 
 
 class Subsampling(nn.Module):
@@ -127,3 +133,105 @@ def build_subsampling(kind: str, input_size: int, output_size: int, **options) -
     if kind not in SUBSAMPLING_KINDS:
         raise ValueError(f"subsampling must be one of {sorted(SUBSAMPLING_KINDS)}, got {kind!r}")
     return SUBSAMPLING_KINDS[kind](input_size, output_size, **options)
+
+
+class _ConvNeXt(nn.Module):
+    """Residual ConvNeXt block on a (B, C, T, F) image (Zipformer embed, spec §2): depthwise 7x7 -> 1x1 (3C) ->
+    SwooshL -> 1x1 (C), added to the input; randomly dropped per sequence while training."""
+
+    def __init__(self, channels: int, hidden_ratio: int = 3, kernel_size: Tuple[int, int] = (7, 7)):
+        super().__init__()
+        hidden = channels * hidden_ratio
+        padding = ((kernel_size[0] - 1) // 2, (kernel_size[1] - 1) // 2)
+        self.depthwise_conv = nn.Conv2d(channels, channels, kernel_size, padding=padding, groups=channels)
+        self.pointwise_conv1 = nn.Conv2d(channels, hidden, kernel_size=1)
+        self.activation = SwooshL()
+        self.pointwise_conv2 = nn.Conv2d(hidden, channels, kernel_size=1)
+        self.layerdrop_rate = ScheduledFloat((0.0, 0.2), (20000.0, 0.015))
+        self.hidden_balancer = Balancer(
+            hidden, channel_dim=1, min_positive=0.3, max_positive=1.0, min_abs=0.75, max_abs=5.0
+        )
+        self.out_balancer = Balancer(channels, channel_dim=1, min_positive=0.4, max_positive=0.6, min_abs=1.0, max_abs=6.0)
+        self.out_whiten = Whiten(1, 5.0, prob=(0.025, 0.25), grad_scale=0.01)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """icefall: default init, the last 1x1 convolution scaled by 0.01 (a near-identity block at start)."""
+        self.pointwise_conv2.reset_parameters()
+        scale_initial_weights(self.pointwise_conv2, 0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, F) -> (B, C, T, F)."""
+        y = self.hidden_balancer(self.pointwise_conv1(self.depthwise_conv(x)))
+        y = self.pointwise_conv2(self.activation(y))
+        if not self.training:
+            return x + y
+        drop_rate = float(self.layerdrop_rate)
+        if drop_rate != 0.0:
+            y = y * (torch.rand(x.size(0), 1, 1, 1, device=x.device) > drop_rate).to(y.dtype)
+        x = self.out_balancer(x + y)
+        if x.requires_grad:  # the whitening metric wants channels last
+            x = self.out_whiten(x.transpose(1, 3)).transpose(1, 3)
+        return x
+
+
+class Conv2dConvNeXtSubsampling(Subsampling):
+    """Zipformer's 2x front end (icefall Conv2dSubsampling, spec §2): three 3x3 convolutions with SwooshR, a
+    ConvNeXt block, flatten, Linear, BiasNorm, dropout.
+
+    Lengths: ``L -> (L - 7) // 2`` (so at least 9 input frames); features F -> ((F - 1) // 2 - 1) // 2.
+    The 7x7 ConvNeXt sees padded frames, so, as in icefall, a padded utterance's last frames differ slightly from
+    the same utterance alone. Child names match icefall's state_dict (``conv.0/4/7``, ``convnext``, ``out``,
+    ``out_norm``); the ``conv`` Sequential keeps icefall's gradient-only modules at the other indices.
+
+    Args:
+        input_size: feature dimension F (>= 7).
+        output_size: output dimension (Zipformer's first stack dimension).
+        dropout: dropout on the output, one mask per sequence shared over time (float or ScheduledFloat).
+        layer1_channels, layer2_channels, layer3_channels: convolution channels.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        dropout: FloatLike = 0.1,
+        layer1_channels: int = 8,
+        layer2_channels: int = 32,
+        layer3_channels: int = 128,
+    ):
+        super().__init__()
+        if input_size < 7:
+            raise ValueError(f"conv2d_convnext subsampling: input_size must be >= 7, got {input_size}")
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, layer1_channels, kernel_size=3, padding=(0, 1)),
+            ScaleGrad(0.2),
+            Balancer(layer1_channels, channel_dim=1, max_abs=1.0),
+            SwooshR(),
+            nn.Conv2d(layer1_channels, layer2_channels, kernel_size=3, stride=2),
+            Balancer(layer2_channels, channel_dim=1, max_abs=4.0),
+            SwooshR(),
+            nn.Conv2d(layer2_channels, layer3_channels, kernel_size=3, stride=(1, 2)),
+            Balancer(layer3_channels, channel_dim=1, max_abs=4.0),
+            SwooshR(),
+        )
+        self.convnext = _ConvNeXt(layer3_channels)
+        out_width = ((input_size - 1) // 2 - 1) // 2
+        self.out = nn.Linear(out_width * layer3_channels, output_size)
+        self.out_whiten = Whiten(1, ScheduledFloat((0.0, 4.0), (20000.0, 8.0), default=4.0), (0.025, 0.25), 0.02)
+        self.out_norm = BiasNorm(output_size)
+        self.dropout = SharedDropout(dropout, shared_dim=1)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.div(lengths - 7, 2, rounding_mode="floor")
+
+    def forward(self, xs: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F) features, (B,) lengths -> (B, (T - 7) // 2, output_size) frames and their lengths."""
+        x = self.convnext(self.conv(xs.unsqueeze(1)))  # (B, 128, T', F')
+        batch, channels, frames, features = x.shape
+        x = self.out(x.transpose(1, 2).reshape(batch, frames, channels * features))  # index c * F' + f
+        x = self.dropout(self.out_norm(self.out_whiten(x)))
+        return x, self.output_lengths(lengths)
+
+
+SUBSAMPLING_KINDS["conv2d_convnext"] = Conv2dConvNeXtSubsampling

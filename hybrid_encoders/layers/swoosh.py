@@ -1,0 +1,117 @@
+"""Swoosh activations (Zipformer paper §3.4) and the linear layers Zipformer builds around them.
+
+    SwooshR(x) = log(1 + exp(x - 1)) - 0.08 x - 0.313261687      (SwooshR(0) = 0)
+    SwooshL(x) = log(1 + exp(x - 4)) - 0.08 x - 0.035
+
+Plain PyTorch (``softplus``); icefall calls fused k2 kernels that agree to ~1e-6.
+
+:class:`ScaledLinear` is ``nn.Linear`` with icefall's "initial scale" initialisation (weights scaled down, small
+uniform bias); :class:`SwooshLinear` applies a Swoosh, a dropout shared along one axis, then a scaled linear map
+(icefall's ActivationDropoutAndLinear: its parameters sit directly on the module as ``weight`` and ``bias``).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybrid_encoders.regularization.scheduled_float import FloatLike
+from hybrid_encoders.regularization.skipping import SharedDropout
+
+# (offset, constant) of each Swoosh: f(x) = softplus(x - offset) - 0.08 x - constant
+_SWOOSH = {"swoosh_l": (4.0, 0.035), "swoosh_r": (1.0, 0.313261687)}
+_SLOPE = 0.08
+
+
+def _swoosh_without_constant(x: torch.Tensor, offset: float) -> torch.Tensor:
+    return torch.sub(F.softplus(x - offset), x, alpha=_SLOPE)
+
+
+def swoosh_l(x: torch.Tensor) -> torch.Tensor:
+    """SwooshL, elementwise."""
+    offset, constant = _SWOOSH["swoosh_l"]
+    return _swoosh_without_constant(x, offset) - constant
+
+
+def swoosh_r(x: torch.Tensor) -> torch.Tensor:
+    """SwooshR, elementwise."""
+    offset, constant = _SWOOSH["swoosh_r"]
+    return _swoosh_without_constant(x, offset) - constant
+
+
+class SwooshL(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return swoosh_l(x)
+
+
+class SwooshR(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return swoosh_r(x)
+
+
+def scale_initial_weights(layer: nn.Module, initial_scale: float) -> None:
+    """icefall's ScaledLinear/ScaledConv init on a freshly reset layer: weight *= s, bias ~ U(-0.1 s, 0.1 s)."""
+    with torch.no_grad():
+        layer.weight.mul_(initial_scale)
+        if layer.bias is not None:
+            nn.init.uniform_(layer.bias, -0.1 * initial_scale, 0.1 * initial_scale)
+
+
+class ScaledLinear(nn.Linear):
+    """``nn.Linear`` initialised with PyTorch's default init scaled by ``initial_scale`` (see
+    :func:`scale_initial_weights`); used where icefall uses ScaledLinear (e.g. 0.05 for output projections)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, initial_scale: float = 1.0):
+        self.initial_scale = initial_scale
+        super().__init__(in_features, out_features, bias=bias)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        scale_initial_weights(self, getattr(self, "initial_scale", 1.0))
+
+
+class SwooshLinear(nn.Module):
+    """Swoosh activation -> dropout shared along one axis -> linear map (icefall's ActivationDropoutAndLinear).
+
+    The Swoosh's additive constant is folded into the bias (``W (f(x) - c) + b = W f(x) + (b - c W 1)``), which
+    saves one pass over the (often wide) input.
+
+    Args:
+        in_features, out_features: sizes of the linear map.
+        activation: ``"swoosh_l"`` or ``"swoosh_r"``.
+        dropout: drop probability after the activation (float or ScheduledFloat; training only).
+        dropout_shared_dim: axis along which the dropout mask is shared (1 = time for batch-first input).
+        initial_scale: see :class:`ScaledLinear`.
+
+    Shapes: (..., in_features) -> (..., out_features).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        activation: str,
+        dropout: FloatLike = 0.0,
+        dropout_shared_dim: int = 1,
+        initial_scale: float = 1.0,
+    ):
+        super().__init__()
+        if activation not in _SWOOSH:
+            raise ValueError(f"SwooshLinear: activation must be one of {sorted(_SWOOSH)}, got {activation!r}")
+        self.offset, self.constant = _SWOOSH[activation]
+        self.initial_scale = initial_scale
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features))
+        self.dropout = SharedDropout(dropout, dropout_shared_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's nn.Linear init, then :func:`scale_initial_weights`."""
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+        scale_initial_weights(self, self.initial_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = _swoosh_without_constant(x, self.offset)
+        if self.training:  # the folded constant must go through the dropout with the rest of the activation
+            return F.linear(self.dropout(hidden - self.constant), self.weight, self.bias)
+        bias = self.bias - self.constant * self.weight.sum(dim=1)
+        return F.linear(hidden, self.weight, bias)

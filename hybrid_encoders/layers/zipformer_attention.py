@@ -1,0 +1,171 @@
+"""Zipformer attention (paper §3.2, spec §5.2-5.4): weights computed once per layer and shared three times.
+
+* :class:`RelPositionAttentionWeights` turns a layer's input into softmax attention weights (B, H, T, T), with
+  relative positions from :class:`~hybrid_encoders.layers.compact_rel_positional.CompactRelPositionalEncoding`.
+* :class:`SelfAttention` applies given weights to its own value projection (used twice per layer).
+* :class:`NonlinAttention` applies head 0 of the weights inside a tanh-gated, multiplicative block.
+"""
+
+import random
+from typing import Optional
+
+import torch
+from torch import nn
+
+from hybrid_encoders.layers.swoosh import ScaledLinear
+from hybrid_encoders.regularization.balancer import Balancer, penalize_abs_values_gt
+from hybrid_encoders.regularization.scheduled_float import FloatLike, ScheduledFloat, whitening_schedule
+from hybrid_encoders.regularization.whiten import Whiten
+
+MASKED_SCORE = -1000.0  # icefall fills masked scores with a finite value (exp(-1000) == 0 in float32)
+
+
+def relative_to_absolute(scores: torch.Tensor) -> torch.Tensor:
+    """Read relative-offset scores at absolute key positions, without copying.
+
+    Args:
+        scores: (..., T, 2T - 1) contiguous, column k holding offset ``k - (T - 1)`` (key minus query).
+
+    Returns:
+        (..., T, T) strided view with ``out[..., i, j] = scores[..., i, (T - 1) + j - i]``.
+    """
+    *lead, frames, width = scores.shape
+    strides = scores.stride()
+    return scores.as_strided(
+        (*lead, frames, frames), (*strides[:-2], strides[-2] - 1, 1), scores.storage_offset() + frames - 1
+    )
+
+
+class RelPositionAttentionWeights(nn.Module):
+    """Multi-head attention weights with relative positions (icefall RelPositionMultiheadAttentionWeights).
+
+    ``score[h, i, j] = q_i . k_j + p_i . P_h[j - i]`` with no 1/sqrt(d) factor (folded into the in_proj init,
+    ``query_head_dim ** -0.25`` on both q and k); padded keys get -1000 before the softmax.
+
+    Args:
+        embed_dim: input channels C.
+        pos_dim: size of the positional encodings.
+        num_heads: heads H.
+        query_head_dim: query/key size per head.
+        pos_head_dim: positional-query size per head.
+        pos_emb_skip_rate: probability of dropping the positional term for a whole batch (training).
+
+    Parameters: ``in_proj`` ((2 dq + dp) H, C) packing [q | k | p], head-major in each block; ``linear_pos``
+    (dp H, pos_dim), no bias.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        pos_dim: int,
+        num_heads: int,
+        query_head_dim: int,
+        pos_head_dim: int,
+        pos_emb_skip_rate: Optional[FloatLike] = None,
+    ):
+        super().__init__()
+        self.num_heads = num_heads
+        self.query_head_dim = query_head_dim
+        self.pos_head_dim = pos_head_dim
+        self.in_proj = ScaledLinear(
+            embed_dim, (2 * query_head_dim + pos_head_dim) * num_heads, initial_scale=query_head_dim**-0.25
+        )
+        self.linear_pos = ScaledLinear(pos_dim, num_heads * pos_head_dim, bias=False, initial_scale=0.05)
+        if pos_emb_skip_rate is None:
+            pos_emb_skip_rate = ScheduledFloat((0.0, 0.5), (4000.0, 0.0))
+        self.pos_emb_skip_rate = pos_emb_skip_rate
+        self.balance_keys = Balancer(
+            query_head_dim * num_heads, channel_dim=-1, min_positive=0.4, max_positive=0.6, min_abs=0.0,
+            max_abs=100.0, prob=0.025,
+        )  # fmt: skip
+        self.whiten_keys = Whiten(num_heads, whitening_schedule(3.0), prob=(0.025, 0.25), grad_scale=0.025)
+
+    def forward(
+        self, x: torch.Tensor, pos_emb: torch.Tensor, key_padding_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """
+        Args:
+            x: (B, T, C) layer input.
+            pos_emb: (2T - 1, pos_dim) encodings of offsets -(T-1) .. T-1.
+            key_padding_mask: (B, T) bool, True = padded key; or None.
+
+        Returns:
+            (B, H, T, T) attention weights (rows sum to 1).
+        """
+        batch, frames, _ = x.shape
+        heads, dq, dp = self.num_heads, self.query_head_dim, self.pos_head_dim
+        projected = self.in_proj(x)
+        q = projected[..., : dq * heads]
+        k = self.whiten_keys(self.balance_keys(projected[..., dq * heads : 2 * dq * heads]))
+        p = projected[..., 2 * dq * heads :]
+        q = q.reshape(batch, frames, heads, dq).transpose(1, 2)  # (B, H, T, dq)
+        k = k.reshape(batch, frames, heads, dq).permute(0, 2, 3, 1)  # (B, H, dq, T)
+        scores = torch.matmul(q, k)  # (B, H, T, T)
+
+        if not self.training or random.random() >= float(self.pos_emb_skip_rate):
+            p = p.reshape(batch, frames, heads, dp).transpose(1, 2)  # (B, H, T, dp)
+            positions = self.linear_pos(pos_emb).reshape(2 * frames - 1, heads, dp).permute(1, 2, 0)  # (H, dp, 2T-1)
+            pos_scores = relative_to_absolute(torch.matmul(p, positions))  # (B, H, T, T) view of (B, H, T, 2T-1)
+            scores = scores + pos_scores if self.training else scores.add_(pos_scores)
+
+        if self.training and random.random() < 0.1:
+            scores = penalize_abs_values_gt(scores, limit=25.0, penalty=1e-4)
+        if key_padding_mask is not None:
+            padded = key_padding_mask[:, None, None, :]
+            scores = scores.masked_fill(padded, MASKED_SCORE) if self.training else scores.masked_fill_(padded, MASKED_SCORE)
+        return scores.softmax(dim=-1)
+
+
+class SelfAttention(nn.Module):
+    """Applies precomputed attention weights to a value projection (icefall SelfAttention).
+
+    Args:
+        embed_dim: channels C.
+        num_heads: heads H (must match the weights).
+        value_head_dim: value size per head.
+
+    Shapes: ``forward(x (B, T, C), weights (B, H, T, T)) -> (B, T, C)``.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, value_head_dim: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.in_proj = nn.Linear(embed_dim, num_heads * value_head_dim)
+        self.out_proj = ScaledLinear(num_heads * value_head_dim, embed_dim, initial_scale=0.05)
+        self.whiten = Whiten(1, whitening_schedule(7.5, ratio=3.0), prob=(0.025, 0.25), grad_scale=0.01)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        batch, frames, _ = x.shape
+        values = self.in_proj(x).reshape(batch, frames, self.num_heads, -1).transpose(1, 2)  # (B, H, T, dv)
+        attended = torch.matmul(weights, values).transpose(1, 2).reshape(batch, frames, -1)
+        return self.whiten(self.out_proj(attended))
+
+
+class NonlinAttention(nn.Module):
+    """Attention-weighted, gated block (icefall NonlinAttention): ``out_proj((W0 @ (x * tanh(s))) * y)``.
+
+    ``s | x | y`` are the three equal parts of ``in_proj``'s output; W0 is attention head 0.
+
+    Args:
+        embed_dim: channels C.
+        hidden_channels: width of each part (3C/4 in Zipformer).
+
+    Shapes: ``forward(x (B, T, C), weights (B, T, T)) -> (B, T, C)``.
+    """
+
+    def __init__(self, embed_dim: int, hidden_channels: int):
+        super().__init__()
+        self.in_proj = nn.Linear(embed_dim, 3 * hidden_channels)
+        self.out_proj = ScaledLinear(hidden_channels, embed_dim, initial_scale=0.05)
+        self.balancer = Balancer(
+            hidden_channels, channel_dim=-1, min_positive=ScheduledFloat((0.0, 0.25), (20000.0, 0.05)),
+            max_positive=ScheduledFloat((0.0, 0.75), (20000.0, 0.95)), min_abs=0.5, max_abs=5.0,
+        )  # fmt: skip
+        self.whiten1 = Whiten(1, whitening_schedule(5.0), prob=(0.025, 0.25), grad_scale=0.01)
+        self.whiten2 = Whiten(1, whitening_schedule(5.0, ratio=3.0), prob=(0.025, 0.25), grad_scale=0.01)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        gate, values, multiplier = self.in_proj(x).chunk(3, dim=-1)
+        values = self.whiten1(values) * torch.tanh(self.balancer(gate))
+        attended = torch.matmul(weights, values)  # (B, T, T) @ (B, T, hidden)
+        return self.whiten2(self.out_proj(attended * multiplier))

@@ -1,0 +1,93 @@
+"""Whiten: a gradient-only penalty that keeps feature covariances close to a multiple of the identity (spec §6.4)."""
+
+import random
+from typing import Tuple, Union
+
+import torch
+from torch import nn
+
+from hybrid_encoders.regularization.scheduled_float import FloatLike
+
+
+def whitening_metric(x: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """How far the centred per-group feature covariance is from ``lambda * I`` (same lambda for every group).
+
+    With ``x`` reshaped to (frames, G, C/G) and centred per group, ``cov_g = x_g^T x_g``; the metric is
+    ``(sum_g ||cov_g||_F^2 / C) / (mean diag(cov))^2``, which is 1 exactly when every group is white with equal
+    traces and larger otherwise.
+
+    Args:
+        x: (..., C) features, C divisible by ``num_groups``.
+
+    Returns:
+        0-dim tensor.
+    """
+    x = x.reshape(-1, x.shape[-1])
+    frames, channels = x.shape
+    x = x.reshape(frames, num_groups, channels // num_groups).transpose(0, 1)  # (G, frames, C/G)
+    x = x - x.mean(dim=1, keepdim=True)
+    covariance = torch.matmul(x.transpose(1, 2), x)  # (G, C/G, C/G)
+    mean_diagonal = torch.diagonal(covariance, dim1=1, dim2=2).mean()
+    mean_square = (covariance**2).sum() / channels
+    return mean_square / (mean_diagonal**2 + 1e-20)
+
+
+class _WhitenFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, module):
+        ctx.save_for_backward(x)
+        ctx.module = module
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, x_grad):
+        (x,) = ctx.saved_tensors
+        module = ctx.module
+        with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
+            x_detached = x.detach().float().requires_grad_(True)
+            metric = whitening_metric(x_detached, module.num_groups)
+            if metric < float(module.whitening_limit):
+                module.prob = module.min_prob  # satisfied: check less often
+                return x_grad, None
+            module.prob = module.max_prob
+            (penalty_grad,) = torch.autograd.grad(metric, x_detached)
+        # The penalty gradient is rescaled to a fixed fraction of the incoming gradient's norm.
+        scale = float(module.grad_scale) * x_grad.float().norm() / (penalty_grad.norm() + 1e-20)
+        return x_grad + (penalty_grad * scale).to(x_grad.dtype), None
+
+
+class Whiten(nn.Module):
+    """Identity in the forward pass; when active and the whitening metric exceeds its limit, the backward pass adds
+    the metric's gradient, rescaled to ``grad_scale`` times the norm of the incoming gradient.
+
+    It acts with probability ``prob``, which drops to ``min_prob`` after a backward that found the metric under the
+    limit and returns to ``max_prob`` otherwise.
+
+    Args:
+        num_groups: channel groups whitened separately (with equal traces).
+        whitening_limit: metric value (>= 1) tolerated before acting.
+        prob: a probability or a ``(min_prob, max_prob)`` pair.
+        grad_scale: norm of the penalty gradient relative to the incoming gradient.
+    """
+
+    def __init__(
+        self,
+        num_groups: int,
+        whitening_limit: FloatLike,
+        prob: Union[float, Tuple[float, float]],
+        grad_scale: FloatLike,
+    ):
+        super().__init__()
+        if num_groups < 1:
+            raise ValueError(f"Whiten: num_groups must be >= 1, got {num_groups}")
+        self.num_groups = num_groups
+        self.whitening_limit = whitening_limit
+        self.grad_scale = grad_scale
+        self.min_prob, self.max_prob = (prob, prob) if isinstance(prob, float) else prob
+        self.prob = self.max_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., C). Returns x (gradient edited when active)."""
+        if not self.training or not x.requires_grad or random.random() >= self.prob or float(self.grad_scale) == 0:
+            return x
+        return _WhitenFunction.apply(x, self)
