@@ -79,6 +79,8 @@ class Settings:
     seed: int = 0
 
     def __post_init__(self):
+        self.lengths_s = [float(length) for length in self.lengths_s]
+        self.modes = list(self.modes)
         for key in ("batch", "threads", "runs", "feature_dim"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
