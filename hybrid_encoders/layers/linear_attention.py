@@ -1,8 +1,8 @@
-"""HybridFormer's kernelised linear attention (the "LA" of LASA), with RoPE, in the O(T·d²) right-product form.
+"""HybridFormer's kernelised linear attention (the "LA" of LASA) with RoPE, in the O(T·d²) right-product form.
 
-The paper body is not public; the formula is the one of the authors' linear-attention code (LMLA ``attention_linear.py``,
-the RoPE variant, see docs/hybridformer.md). Per head, with ``φ`` the kernel feature map and ``R_t`` the rotary
-rotation of position ``t`` (applied after ``φ`` to the first ``rope_dim`` channels):
+The paper body is not public; the formula is the one of the authors' linear-attention code (LMLA
+``attention_linear.py``, the RoPE variant, see docs/hybridformer.md). Per head, with ``φ`` the kernel feature map and
+``R_t`` the rotary rotation of position ``t`` (applied after ``φ`` to the first ``rope_dim`` channels):
 
     q̃_t = R_t φ(q_t),   k̃_s = R_s φ(k_s)
     o_t = q̃_tᵀ (Σ_s k̃_s v_sᵀ) / max(q̃_tᵀ Σ_s k̃_s, eps)
@@ -81,6 +81,14 @@ class LinearAttention(nn.Module):
         self.linear_v = nn.Linear(n_feat, n_feat)
         self.linear_out = nn.Linear(n_feat, n_feat)
         self.rotary = RotaryEmbedding(rope_dim, rope_theta) if rope_dim > 0 else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """U(-a, a) with a = D^-1/2 for the projection weights and biases (the backbone's attention init)."""
+        for layer in (self.linear_q, self.linear_k, self.linear_v, self.linear_out):
+            bound = layer.in_features**-0.5
+            nn.init.uniform_(layer.weight, -bound, bound)
+            nn.init.uniform_(layer.bias, -bound, bound)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, H, T, d_k)."""

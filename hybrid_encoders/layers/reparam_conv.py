@@ -46,6 +46,12 @@ class _ConvBranch(nn.Module):
         )
         self.norm = nn.BatchNorm1d(channels)
 
+    def reset_parameters(self) -> None:
+        """Conv U(-a, a), a = k^-1/2 (the authors' ``init_weights``, also PyTorch's default); BatchNorm to identity."""
+        if self.conv is not None:
+            self.conv.reset_parameters()
+        self.norm.reset_parameters()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, C, T)."""
         if self.conv is None:
@@ -115,13 +121,15 @@ class ReparamDepthwiseConv(nn.Module):
             self.fused = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
             return
         kernels = list(candidates) if mode == "search" else list(rep_list)
-        _check_kernels("candidates" if mode == "search" else "rep_list", kernels, kernel_size)
+        key = "candidates" if mode == "search" else "rep_list"
+        check_branch_kernels("ReparamDepthwiseConv", key, kernels, kernel_size)
         if mode == "search" and not kernels:
             raise ValueError("ReparamDepthwiseConv: search mode needs at least one entry in candidates")
         self.main = _ConvBranch(channels, kernel_size)
         self.branches = nn.ModuleDict({_branch_name(k): _ConvBranch(channels, k) for k in kernels})
         if mode == "search":
-            self.arch_logits = nn.Parameter(1e-3 * torch.randn(len(kernels)))
+            self.arch_logits = nn.Parameter(torch.empty(len(kernels)))
+            self._reset_arch_logits()
         else:
             scales = [1.0] * len(kernels) if rep_alphas is None else [float(a) for a in rep_alphas]
             if len(scales) != len(kernels):
@@ -132,6 +140,22 @@ class ReparamDepthwiseConv(nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kernel_size={self.kernel_size}, mode={self.mode}"
+
+    def _reset_arch_logits(self) -> None:
+        # DARTS / the authors' darts_wenet.py: α = 1e-3 · N(0, 1), so the initial softmax weights are ~uniform.
+        with torch.no_grad():
+            self.arch_logits.normal_(0.0, 1e-3)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every branch (and α in search mode); called by the encoder's ESPnet initialisation hook."""
+        if self.mode == "deploy":
+            self.fused.reset_parameters()
+            return
+        self.main.reset_parameters()
+        for branch in self.branches.values():
+            branch.reset_parameters()
+        if self.mode == "search":
+            self._reset_arch_logits()
 
     @property
     def branch_kernels(self) -> List[int]:
@@ -209,12 +233,15 @@ class ReparamDepthwiseConv(nn.Module):
         self.mode = "deploy"
 
 
-def _check_kernels(key: str, kernels: List[int], kernel_size: int) -> None:
+def check_branch_kernels(owner: str, key: str, kernels: Sequence[int], kernel_size: int) -> None:
+    """Raise a ValueError naming ``key`` unless ``kernels`` is a list of distinct branch kernel sizes in [0, K]."""
+    if not isinstance(kernels, (list, tuple)):
+        raise ValueError(f"{owner}: {key} must be a list of kernel sizes, got {kernels!r}")
     for k in kernels:
         if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= kernel_size:
             raise ValueError(
-                f"ReparamDepthwiseConv: {key} entries must be integers in [0, kernel_size={kernel_size}] "
+                f"{owner}: {key} entries must be integers in [0, kernel_size={kernel_size}] "
                 f"(0 = identity-BN branch), got {k!r}"
             )
     if len(set(kernels)) != len(kernels):
-        raise ValueError(f"ReparamDepthwiseConv: {key} has repeated kernel sizes: {kernels}")
+        raise ValueError(f"{owner}: {key} has repeated kernel sizes: {list(kernels)}")
