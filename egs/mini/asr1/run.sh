@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# A complete ASR experiment on a laptop CPU, with no download: an eSpeak NG corpus synthesised on the fly, then
+# ESPnet's own entry points in the stage order of egs2/TEMPLATE/asr1/asr.sh. Stages:
+#   1  data           synthesise the corpus; Kaldi dirs data/{train,dev,test}, lhotse manifests in data/manifests
+#   2  token list     sentencepiece model (--token_type bpe) or characters (--token_type char), ESPnet tokens.txt
+#   3  collect stats  asr_train --collect_stats true in --nj jobs, aggregate_stats_dirs (feats_stats.npz, shapes)
+#   4  train          asr_train; the trainer averages the --keep_nbest_models best checkpoints at the end
+#   5  decode         asr_inference in --nj jobs on each of --test_sets
+#   6  score          WER/CER with per-utterance alignments, RESULTS.md and training_curves.png in the exp dir
+# A finished stage is skipped when run again with the same options (its marker file is named in the message).
+set -euo pipefail
+
+help_message="Usage: $0 [--stage N] [--stop_stage N] [--asr_config conf/X.yaml] [--inference_config conf/Y.yaml]
+  [--nj N] [--ngpu N] [--corpus_size N] [--seed N] [--token_type bpe|char] [--nbpe N] [--test_sets 'dev test']
+  [--asr_tag TAG] [--asr_args '...'] [--inference_args '...'] [--inference_asr_model valid.acc.ave.pth]
+  [--espeak_backend auto|program|library] [--python python3]"
+
+cd "$(dirname "$0")"
+. ./path.sh
+
+stage=1                 # first stage to run
+stop_stage=6            # last stage to run
+nj=2                    # parallel jobs for synthesis, statistics and decoding
+ngpu=0                  # GPUs for training and decoding (0: CPU)
+corpus_size=2000        # utterances over train, dev and test (84 % / 6 % / 10 %)
+seed=0                  # corpus seed: same seed, same audio
+espeak_backend=auto     # auto: the espeak-ng program when installed, else the espeakng-loader wheel
+token_type=bpe          # bpe or char
+nbpe=200                # sentencepiece vocabulary size
+asr_config=conf/train_asr_conformer.yaml
+inference_config=conf/decode_asr.yaml
+inference_asr_model=valid.acc.ave.pth
+asr_tag=""              # default: the config's file name without train_ and .yaml
+asr_args=""             # extra asr_train options, e.g. "--max_epoch 4"
+inference_args=""       # extra asr_inference options, e.g. "--beam_size 10"
+test_sets="test"        # any of dev, test
+python=python3
+
+. local/parse_options.sh "$@"
+
+recipe_start=${SECONDS}
+log() { echo "$(date +%H:%M:%S) [run.sh] $*"; }
+die() { echo "$(date +%H:%M:%S) [run.sh] ERROR: $*" >&2; exit 1; }
+banner() {
+    echo "======================================================================================"
+    log "Stage $1: $2   (recipe time so far $(( (SECONDS - recipe_start) / 60 ))m$(( (SECONDS - recipe_start) % 60 ))s)"
+    echo "======================================================================================"
+}
+# require PATH STAGE: a stage's input must exist, else say which stage makes it.
+require() { [ -e "$1" ] || die "$1 is missing: it is made by stage $2; run ./run.sh --stage $2 first"; }
+# done_marker FILE SIGNATURE: true when FILE holds SIGNATURE (the stage already ran with these options).
+is_done() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
+# run_jobs LOGDIR NAME N CMD...: run CMD with JOB replaced by 1..N in parallel, one log each; fail with a log tail.
+run_jobs() {
+    local logdir=$1 name=$2 n=$3 pids=() job
+    shift 3
+    for job in $(seq 1 "${n}"); do
+        ( "${@//JOB/${job}}" ) > "${logdir}/${name}.${job}.log" 2>&1 &
+        pids+=($!)
+    done
+    for job in $(seq 1 "${n}"); do
+        if ! wait "${pids[$((job - 1))]}"; then
+            tail -n 20 "${logdir}/${name}.${job}.log" >&2
+            die "job ${job} failed; full log: ${logdir}/${name}.${job}.log"
+        fi
+    done
+}
+# split_keys SCP OUT_PREFIX N: round-robin split of the keys of SCP into OUT_PREFIX.{1..N}.scp.
+split_keys() {
+    awk -v n="$3" -v prefix="$2" '{ print > (prefix "." ((NR - 1) % n + 1) ".scp") }' "$1"
+}
+
+for name in stage stop_stage nj ngpu corpus_size seed nbpe; do
+    [[ "${!name}" =~ ^[0-9]+$ ]] || die "--${name} must be a non-negative integer, got '${!name}'"
+done
+[ "${nj}" -ge 1 ] || die "--nj must be at least 1"
+case "${token_type}" in bpe|char) ;; *) die "--token_type must be bpe or char, got '${token_type}'" ;; esac
+[ -f "${asr_config}" ] || die "--asr_config ${asr_config} not found (configs: $(ls conf/train_*.yaml | tr '\n' ' '))"
+[ -f "${inference_config}" ] || die "--inference_config ${inference_config} not found"
+for set_name in ${test_sets}; do
+    case "${set_name}" in dev|test) ;; *) die "--test_sets: unknown set '${set_name}' (dev, test)" ;; esac
+done
+"${python}" -c "import espnet2, hybrid_encoders.recipes" 2> /dev/null \
+    || die "${python} cannot import espnet2 and hybrid_encoders: run 'make venv' at the repository root, or
+       pip install -e '.[recipes]' in your environment"
+
+if [ "${token_type}" = bpe ]; then
+    token_tag=bpe_unigram${nbpe}
+else
+    token_tag=char
+fi
+token_dir=data/token_list/${token_tag}
+token_list=${token_dir}/tokens.txt
+bpemodel=none
+[ "${token_type}" = bpe ] && bpemodel=${token_dir}/bpe.model
+asr_tag=${asr_tag:-$(basename "${asr_config}" .yaml | sed 's/^train_asr_//; s/^train_//')}_${token_tag}
+asr_exp=exp/asr_${asr_tag}
+asr_stats_dir=exp/asr_stats_${token_tag}
+inference_tag=$(basename "${inference_config}" .yaml)_$(basename "${inference_asr_model}" .pth)
+common_train_args=(--use_preprocessor true --token_type "${token_type}" --token_list "${token_list}"
+                   --bpemodel "${bpemodel}" --cleaner none --g2p none --non_linguistic_symbols none
+                   --config "${asr_config}" --frontend_conf fs=16k)
+
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+    banner 1 "synthesise the eSpeak NG corpus (corpus_size=${corpus_size}, seed=${seed})"
+    signature="corpus_size=${corpus_size} seed=${seed}"
+    if is_done data/.stage1.done "${signature}"; then
+        log "already done (data/.stage1.done); skipping"
+    else
+        "${python}" -m hybrid_encoders.recipes.synthetic_speech --data_dir data \
+            --audio_dir "data/audio/seed${seed}_size${corpus_size}" --corpus_size "${corpus_size}" --seed "${seed}" \
+            --nj "${nj}" --backend "${espeak_backend}" || die "stage 1 (data) failed"
+        echo "${signature}" > data/.stage1.done
+    fi
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+    banner 2 "token list (${token_tag})"
+    require data/.stage1.done 1
+    signature="$(cat data/.stage1.done) token=${token_tag}"
+    if is_done "${token_dir}/.done" "${signature}"; then
+        log "already done (${token_dir}/.done); skipping"
+    elif [ "${token_type}" = bpe ]; then
+        "${python}" -m hybrid_encoders.recipes.bpe --text data/train/text --nbpe "${nbpe}" --output_dir "${token_dir}" \
+            || die "stage 2 (token list) failed"
+        echo "${signature}" > "${token_dir}/.done"
+    else
+        mkdir -p "${token_dir}"
+        "${python}" -m espnet2.bin.tokenize_text --token_type char --input data/train/text --output "${token_list}" \
+            --field 2- --cleaner none --g2p none --write_vocabulary true \
+            --add_symbol "<blank>:0" --add_symbol "<unk>:1" --add_symbol "<sos/eos>:-1" \
+            || die "stage 2 (token list) failed"
+        echo "${signature}" > "${token_dir}/.done"
+    fi
+fi
+
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+    banner 3 "collect feature statistics (${nj} jobs)"
+    require data/.stage1.done 1
+    require "${token_dir}/.done" 2
+    signature="$(cat "${token_dir}/.done") config=$(cksum < "${asr_config}")"
+    if is_done "${asr_stats_dir}/.done" "${signature}"; then
+        log "already done (${asr_stats_dir}/.done); skipping"
+    else
+        # Drop utterances whose audio is missing, empty or corrupt (a warning names each file) before any job reads it.
+        "${python}" -m hybrid_encoders.recipes.kaldi_dir check data/train data/dev || die "audio check failed"
+        logdir=${asr_stats_dir}/logdir
+        rm -rf "${logdir}"
+        mkdir -p "${logdir}"
+        split_keys data/train/wav.scp "${logdir}/train" "${nj}"
+        split_keys data/dev/wav.scp "${logdir}/valid" "${nj}"
+        log "asr_train --collect_stats true, logs in ${logdir}/stats.*.log"
+        OMP_NUM_THREADS=1 run_jobs "${logdir}" stats "${nj}" \
+            "${python}" -m espnet2.bin.asr_train --collect_stats true "${common_train_args[@]}" --ngpu 0 \
+            --train_data_path_and_name_and_type data/train/wav.scp,speech,sound \
+            --train_data_path_and_name_and_type data/train/text,text,text \
+            --valid_data_path_and_name_and_type data/dev/wav.scp,speech,sound \
+            --valid_data_path_and_name_and_type data/dev/text,text,text \
+            --train_shape_file "${logdir}/train.JOB.scp" --valid_shape_file "${logdir}/valid.JOB.scp" \
+            --output_dir "${logdir}/stats.JOB"
+        stats_inputs=()
+        for job in $(seq 1 "${nj}"); do stats_inputs+=(--input_dir "${logdir}/stats.${job}"); done
+        "${python}" -m espnet2.bin.aggregate_stats_dirs "${stats_inputs[@]}" --output_dir "${asr_stats_dir}" \
+            || die "aggregate_stats_dirs failed"
+        # As asr.sh does: append the vocabulary size to each text shape.
+        vocab_size=$(wc -l < "${token_list}")
+        for set_name in train valid; do
+            awk -v size="${vocab_size}" '{ print $0 "," size }' "${asr_stats_dir}/${set_name}/text_shape" \
+                > "${asr_stats_dir}/${set_name}/text_shape.${token_type}"
+        done
+        echo "${signature}" > "${asr_stats_dir}/.done"
+    fi
+fi
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+    banner 4 "train ${asr_exp} (config ${asr_config})"
+    require "${asr_stats_dir}/.done" 3
+    signature="$(cat "${asr_stats_dir}/.done") args=${asr_args}"
+    if is_done "${asr_exp}/.done" "${signature}"; then
+        log "already done (${asr_exp}/.done); skipping"
+    else
+        mkdir -p "${asr_exp}"
+        log "full log: ${asr_exp}/train.log (an interrupted run resumes from its last checkpoint)"
+        # shellcheck disable=SC2086  # asr_args is a list of options
+        "${python}" -m espnet2.bin.asr_train "${common_train_args[@]}" --ngpu "${ngpu}" --resume true \
+            --output_dir "${asr_exp}" \
+            --normalize global_mvn --normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz" \
+            --train_data_path_and_name_and_type data/train/wav.scp,speech,sound \
+            --train_data_path_and_name_and_type data/train/text,text,text \
+            --train_shape_file "${asr_stats_dir}/train/speech_shape" \
+            --train_shape_file "${asr_stats_dir}/train/text_shape.${token_type}" \
+            --valid_data_path_and_name_and_type data/dev/wav.scp,speech,sound \
+            --valid_data_path_and_name_and_type data/dev/text,text,text \
+            --valid_shape_file "${asr_stats_dir}/valid/speech_shape" \
+            --valid_shape_file "${asr_stats_dir}/valid/text_shape.${token_type}" \
+            --fold_length 80000 --fold_length 150 ${asr_args} 2>&1 \
+            | tee -a "${asr_exp}/train.log" | "${python}" -m hybrid_encoders.recipes.progress \
+            || { tail -n 30 "${asr_exp}/train.log" >&2; die "training failed; full log: ${asr_exp}/train.log"; }
+        require "${asr_exp}/${inference_asr_model}" 4
+        echo "${signature}" > "${asr_exp}/.done"
+    fi
+fi
+
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+    banner 5 "decode ${test_sets} with ${inference_asr_model} (${nj} jobs)"
+    require "${asr_exp}/.done" 4
+    for set_name in ${test_sets}; do
+        decode_dir=${asr_exp}/decode_${inference_tag}/${set_name}
+        signature="$(cat "${asr_exp}/.done") inference=$(cksum < "${inference_config}") args=${inference_args}"
+        if is_done "${decode_dir}/.done" "${signature}"; then
+            log "${set_name}: already done (${decode_dir}/.done); skipping"
+            continue
+        fi
+        "${python}" -m hybrid_encoders.recipes.kaldi_dir check "data/${set_name}" || die "audio check failed"
+        logdir=${decode_dir}/logdir
+        rm -rf "${logdir}"
+        mkdir -p "${logdir}"
+        num_utts=$(wc -l < "data/${set_name}/wav.scp")
+        decode_jobs=$(( nj < num_utts ? nj : num_utts ))
+        split_keys "data/${set_name}/wav.scp" "${logdir}/keys" "${decode_jobs}"
+        log "${set_name}: ${num_utts} utterances; logs in ${logdir}/asr_inference.*.log"
+        decode_start=${SECONDS}
+        # Progress: the beam search logs one "best hypo" line per utterance.
+        ( while sleep 15; do
+              done_utts=$(cat "${logdir}"/asr_inference.*.log 2> /dev/null | grep -c "best hypo" || true)
+              elapsed=$(( SECONDS - decode_start ))
+              [ "${done_utts}" -gt 0 ] && log "  decoded ${done_utts}/${num_utts}, ETA $(( elapsed * (num_utts - done_utts) / done_utts ))s"
+          done ) &
+        progress_pid=$!
+        # shellcheck disable=SC2086
+        OMP_NUM_THREADS=1 run_jobs "${logdir}" asr_inference "${decode_jobs}" \
+            "${python}" -m espnet2.bin.asr_inference --batch_size 1 --ngpu "${ngpu}" \
+            --data_path_and_name_and_type "data/${set_name}/wav.scp,speech,sound" --key_file "${logdir}/keys.JOB.scp" \
+            --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_asr_model}" \
+            --output_dir "${logdir}/output.JOB" --config "${inference_config}" ${inference_args}
+        kill "${progress_pid}" 2> /dev/null || true
+        cat "${logdir}"/output.*/1best_recog/text | sort > "${decode_dir}/text"
+        log "${set_name}: decoded in $(( SECONDS - decode_start ))s -> ${decode_dir}/text"
+        echo "${signature}" > "${decode_dir}/.done"
+    done
+fi
+
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+    banner 6 "score and report"
+    decode_args=()
+    for set_name in ${test_sets}; do
+        decode_dir=${asr_exp}/decode_${inference_tag}/${set_name}
+        require "${decode_dir}/.done" 5
+        "${python}" -m hybrid_encoders.recipes.scoring --ref "data/${set_name}/text" --hyp "${decode_dir}/text" \
+            --utt2spk "data/${set_name}/utt2spk" --output_dir "${decode_dir}" || die "scoring failed"
+        decode_args+=(--decode_dir "${set_name}=${decode_dir}")
+    done
+    params=$(grep -m1 -o "Total Number of model parameters: [0-9.]* [KMG]" "${asr_exp}/train.log" 2> /dev/null | tail -n1 || true)
+    "${python}" -m hybrid_encoders.recipes.report --exp_dir "${asr_exp}" "${decode_args[@]}" \
+        --output "${asr_exp}/RESULTS.md" \
+        --description "config: ${asr_config}, decoding: ${inference_config} (${inference_asr_model})" \
+        --description "corpus: eSpeak NG, corpus_size=${corpus_size}, seed=${seed}; tokens: ${token_tag}" \
+        --description "model size: ${params#Total Number of model parameters: }" \
+        --description "environment: $(nproc) CPU core(s), ngpu=${ngpu}, $("${python}" -c 'import espnet, torch; print("espnet", espnet.__version__, "torch", torch.__version__)')" \
+        || die "report failed"
+    log "results: ${asr_exp}/RESULTS.md, curves: ${asr_exp}/training_curves.png"
+fi
+
+log "finished stages ${stage}-${stop_stage} in $(( (SECONDS - recipe_start) / 60 ))m$(( (SECONDS - recipe_start) % 60 ))s"

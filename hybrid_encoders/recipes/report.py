@@ -1,0 +1,144 @@
+"""Experiment report of a recipe run: per-epoch curves from ESPnet's training log and ``RESULTS.md``.
+
+ESPnet's trainer logs one line per epoch, ``<N>epoch results: [train] loss=..., acc=..., [valid] loss=..., acc=...``
+(``espnet2/train/reporter.py``). :func:`parse_epoch_results` reads those lines, :func:`plot_curves` draws loss and
+accuracy per epoch for both sets, and :func:`write_results` writes the error-rate tables in the column layout of
+ESPnet's ``show_asr_result.sh`` (``Snt Wrd Corr Sub Del Ins Err S.Err``) plus the per-speaker WER.
+
+Command line::
+
+    python -m hybrid_encoders.recipes.report --exp_dir exp/asr_train_conformer --test_sets test --output RESULTS.md
+"""
+
+import argparse
+import os
+import re
+import sys
+from typing import Dict, List, Sequence
+
+from hybrid_encoders.recipes.scoring import UNITS, load_counts
+
+_EPOCH_LINE = re.compile(r"(\d+)epoch results: (.*)$")
+_SECTION = re.compile(r"\[(\w+)\] ([^\[]*)")
+_VALUE = re.compile(r"(\w+)=([-+0-9.eE]+|nan|inf)(?:,|$)")
+
+
+def parse_epoch_results(log_file: str) -> Dict[int, Dict[str, Dict[str, float]]]:
+    """``{epoch: {"train": {"loss": ..., "acc": ...}, "valid": {...}}}`` from an ESPnet training log.
+
+    A resumed run logs an epoch again; the last line for an epoch wins.
+    """
+    if not os.path.isfile(log_file):
+        raise FileNotFoundError(f"{log_file} not found: run the training stage first")
+    epochs: Dict[int, Dict[str, Dict[str, float]]] = {}
+    with open(log_file, encoding="utf-8", errors="replace") as stream:
+        for line in stream:
+            match = _EPOCH_LINE.search(line)
+            if not match:
+                continue
+            sections = {}
+            for name, body in _SECTION.findall(match.group(2)):
+                sections[name] = {key: float(value) for key, value in _VALUE.findall(body.strip().rstrip(","))}
+            epochs[int(match.group(1))] = sections
+    return epochs
+
+
+def plot_curves(epochs: Dict[int, Dict[str, Dict[str, float]]], output_png: str, title: str = "") -> None:
+    """Plot loss and accuracy per epoch for the train and valid sets into ``output_png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not epochs:
+        raise ValueError("no 'Nepoch results' lines in the training log: did the first epoch finish?")
+    numbers = sorted(epochs)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("loss", "acc")):
+        for split, style in (("train", "o-"), ("valid", "s--")):
+            points = [(n, epochs[n][split][metric]) for n in numbers if metric in epochs[n].get(split, {})]
+            if points:
+                axis.plot([p[0] for p in points], [p[1] for p in points], style, label=split)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(output_png, dpi=100)
+    plt.close(figure)
+
+
+def _table(unit: str, rows: List[List[str]]) -> List[str]:
+    header = ["dataset", "Snt", "Wrd" if unit == "wer" else "Chr", "Corr", "Sub", "Del", "Ins", "Err", "S.Err"]
+    lines = ["|" + "|".join(header) + "|", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["|" + "|".join(row) + "|" for row in rows]
+    return lines
+
+
+def write_results(exp_dir: str, decode_dirs: Dict[str, str], output: str, description: Sequence[str] = ()) -> str:
+    """Write the ``RESULTS.md`` of one experiment.
+
+    Args:
+        exp_dir: the ``exp/asr_<tag>`` directory (holds ``train.log``; the curves go to ``training_curves.png``).
+        decode_dirs: ``{test set name: directory holding score_wer/ and score_cer/}``.
+        output: path of the Markdown file.
+        description: extra bullet lines (environment, configs, timings).
+
+    Returns:
+        The Markdown text.
+    """
+    lines = [f"# RESULTS: {os.path.basename(os.path.normpath(exp_dir))}", ""]
+    lines += [f"- {item}" for item in description]
+    epochs = parse_epoch_results(os.path.join(exp_dir, "train.log"))
+    png = os.path.join(exp_dir, "training_curves.png")
+    plot_curves(epochs, png, title=os.path.basename(os.path.normpath(exp_dir)))
+    lines += [f"- epochs trained: {max(epochs)}", ""]
+    for unit in UNITS:
+        rows = []
+        for name, directory in decode_dirs.items():
+            counts = load_counts(directory, unit)
+            n = max(counts.reference_length, 1)
+            rows.append([name, str(counts.sentences), str(counts.reference_length),
+                         f"{100.0 * counts.correct / n:.1f}", f"{100.0 * counts.substitutions / n:.1f}",
+                         f"{100.0 * counts.deletions / n:.1f}", f"{100.0 * counts.insertions / n:.1f}",
+                         f"{counts.error_rate:.1f}", f"{100.0 * counts.sentence_errors / max(counts.sentences, 1):.1f}"])
+        lines += [f"## {unit.upper()}", ""] + _table(unit, rows) + [""]
+    lines += ["## WER per speaker (voice)", ""]
+    for name, directory in decode_dirs.items():
+        with open(os.path.join(directory, "score_wer", "per_speaker.tsv"), encoding="utf-8") as stream:
+            speakers = [line.rstrip("\n").split("\t") for line in stream][1:]
+        lines += [f"- {name}: " + ", ".join(f"{row[0]} {float(row[3]):.1f}" for row in speakers)]
+    relative_png = os.path.relpath(png, os.path.dirname(os.path.abspath(output)))
+    lines += ["", "## Training curves", "", f"![loss and accuracy per epoch]({relative_png})", ""]
+    text = "\n".join(lines)
+    with open(output, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    return text
+
+
+def main(argv: Sequence[str] = None) -> int:
+    parser = argparse.ArgumentParser(description="Write RESULTS.md and the training-curve PNG of an experiment.")
+    parser.add_argument("--exp_dir", required=True)
+    parser.add_argument("--decode_dir", action="append", required=True, metavar="NAME=DIR",
+                        help="test set name and its scored decoding directory; repeatable")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--description", action="append", default=[], help="a bullet line; repeatable")
+    args = parser.parse_args(argv)
+    decode_dirs = {}
+    for item in args.decode_dir:
+        name, sep, directory = item.partition("=")
+        if not sep:
+            parser.error(f"--decode_dir must be NAME=DIR, got {item!r}")
+        decode_dirs[name] = directory
+    try:
+        print(write_results(args.exp_dir, decode_dirs, args.output, args.description))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
