@@ -162,7 +162,8 @@ def test_search_mode_parameter_groups_gradients_and_export_round_trip():
         assert alphas == pytest.approx([softmax[k] for k in kernels])
     train = HybridformerEncoder(80, **TINY, **exported).eval()
     missing, unexpected = train.load_state_dict(search.state_dict(), strict=False)
-    assert missing == [] and sorted(unexpected) == sorted(f"encoders.{i}.conv_module.depthwise.arch_logits" for i in range(6))
+    arch_keys = [f"encoders.{i}.conv_module.depthwise.arch_logits" for i in range(6)]
+    assert missing == [] and sorted(unexpected) == sorted(arch_keys)
     with torch.no_grad():
         torch.testing.assert_close(train(xs, ilens)[0], search(xs, ilens)[0], atol=1e-5, rtol=0)
     top1 = search.export_nsr(top_k=1)
