@@ -221,7 +221,8 @@ def test_memory_probe_sees_an_allocation_even_when_the_allocator_could_reuse_it(
 
     for _ in range(3):
         growth, before, peak = probe.measure(allocate)
-        assert growth >= size and peak == before + growth
+        # the RSS also moves by what else the process maps or releases meanwhile (a few hundred kB here)
+        assert growth > 0.95 * size and peak == before + growth
 
 
 def test_settings_reject_bad_values_naming_the_key():
