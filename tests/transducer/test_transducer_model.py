@@ -18,6 +18,7 @@ from espnet2.asr_transducer.joint_network import JointNetwork
 from espnet2.asr_transducer.utils import get_transducer_task_io
 from hybrid_encoders.transducer.model import TransducerASRModel
 from hybrid_encoders.transducer.rnnt_loss import rnnt_loss
+from conftest import REPO_ROOT
 from hybrid_encoders.transducer.stateless_decoder import StatelessTransducerDecoder
 
 TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "<sos/eos>"]
@@ -201,3 +202,22 @@ def test_asr_train_and_asr_inference_with_stateless_decoder_and_pruned_loss(tmp_
     assert sorted(line.split()[0] for line in hypotheses) == ["valid00", "valid01"]
     for line in hypotheses:
         assert set(line.split()[1:]) <= set(TOKENS[1:-1])
+
+
+@pytest.mark.parametrize("name", ["zipformer_m_pruned_rnnt", "conformer_rnnt"])
+def test_example_configs_build_through_espnet(name, tmp_path):
+    from espnet2.tasks.abs_task import optim_classes, scheduler_classes
+    from espnet2.tasks.asr import ASRTask
+
+    (tmp_path / "tokens.txt").write_text("\n".join(TOKENS) + "\n")
+    config = REPO_ROOT / "conf" / "transducer" / f"{name}.yaml"
+    args = ASRTask.get_parser().parse_args(["--config", str(config), "--token_list", str(tmp_path / "tokens.txt")])
+    model = ASRTask.build_model(args)
+    assert isinstance(model, TransducerASRModel) and model.use_transducer_decoder
+    optimizer = optim_classes[args.optim](model.parameters(), **args.optim_conf)
+    scheduler_classes[args.scheduler](optimizer, **args.scheduler_conf)
+    speech = torch.randn(1, 16000)
+    with torch.no_grad():
+        model.eval()
+        _, stats, _ = model(speech, torch.tensor([16000]), torch.tensor([[2, 3]]), torch.tensor([2]))
+    assert torch.isfinite(stats["loss"]).all()
