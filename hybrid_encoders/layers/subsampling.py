@@ -41,9 +41,9 @@ class Subsampling(nn.Module):
         raise NotImplementedError
 
 
-def _strided_length(lengths: torch.Tensor) -> torch.Tensor:
-    """Length after a kernel-3, stride-2 convolution padded by 1 on both sides: floor((L - 1) / 2) + 1."""
-    return torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+def _strided_length(lengths):
+    """Length (int or tensor) after a kernel-3, stride-2 convolution padded by 1 on both sides: floor((L-1)/2) + 1."""
+    return (lengths - 1) // 2 + 1
 
 
 def _zero_padded_frames(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -77,7 +77,7 @@ class DepthwiseStridingSubsampling(Subsampling):
         self.conv1 = nn.Conv2d(1, channels, kernel_size=3, stride=2, padding=1)
         self.depthwise = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1, groups=channels)
         self.pointwise = nn.Conv2d(channels, channels, kernel_size=1)
-        reduced_features = int(_strided_length(_strided_length(torch.tensor(input_size))))
+        reduced_features = _strided_length(_strided_length(input_size))
         self.out = nn.Linear(channels * reduced_features, output_size)
         self.reset_parameters()
 

@@ -1,0 +1,40 @@
+"""``hybrid-encoders convert SOURCE --checkpoint FILE --out DIR``: import another toolkit's encoder checkpoint.
+
+Writes ``DIR/encoder.pth`` (for ESPnet's ``--init_param DIR/encoder.pth``) and ``DIR/encoder_conf.yaml`` (the
+``encoder`` / ``encoder_conf`` to put in the training or inference config). See :mod:`hybrid_encoders.convert`.
+"""
+
+import argparse
+import importlib
+
+NAME = "convert"
+HELP = "convert a NeMo / icefall encoder checkpoint into ESPnet-loadable weights and an encoder_conf"
+
+# source name -> (importer module with convert(checkpoint, out_dir), help text)
+CONVERTERS = {
+    "nemo-squeezeformer": (
+        "hybrid_encoders.convert.nemo_squeezeformer",
+        "NeMo SqueezeformerEncoder: a .nemo file (stt_en_squeezeformer_ctc_*) or a saved state dict with its config",
+    ),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sources = parser.add_subparsers(dest="source", metavar="SOURCE")
+    sources.required = True
+    for name, (_, help_text) in CONVERTERS.items():
+        source = sources.add_parser(name, help=help_text, description=help_text)
+        source.add_argument("--checkpoint", required=True, help="checkpoint file to convert")
+        source.add_argument("--out", required=True, help="output directory (created if needed)")
+
+
+def run(args: argparse.Namespace) -> int:
+    importer = importlib.import_module(CONVERTERS[args.source][0])
+    try:
+        written = importer.convert(args.checkpoint, args.out)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"hybrid-encoders convert {args.source}: {error}")
+        return 1
+    print(f"weights: {written['weights']}  (use --init_param {written['weights']})")
+    print(f"config:  {written['config']}")
+    return 0

@@ -1,0 +1,1 @@
+"""Data augmentation registered into ESPnet's ``specaug`` choices (``specaug: adaptive_specaug``)."""

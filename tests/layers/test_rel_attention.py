@@ -1,0 +1,94 @@
+import math
+
+import pytest
+import torch
+
+from hybrid_encoders.layers.rel_attention import RelPositionMultiHeadedAttention
+from hybrid_encoders.layers.rel_positional import RelPositionalEncoding
+
+
+def test_positional_table_rows_and_extension():
+    encoding = RelPositionalEncoding(8, max_len=4)
+    for length in (1, 3, 4, 9):  # 9 extends the table
+        pe = encoding(length)
+        assert pe.shape == (1, 2 * length - 1, 8)
+        for row, distance in enumerate(range(length - 1, -length, -1)):
+            for i in range(4):
+                angle = distance / 10000 ** (2 * i / 8)
+                assert pe[0, row, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+                assert pe[0, row, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_positional_table_equals_espnet():
+    embedding = pytest.importorskip("espnet.nets.pytorch_backend.transformer.embedding")
+    espnet_encoding = embedding.RelPositionalEncoding(64, 0.0)
+    _, espnet_pe = espnet_encoding(torch.zeros(1, 37, 64))
+    torch.testing.assert_close(RelPositionalEncoding(64)(37), espnet_pe, atol=1e-6, rtol=0)
+
+
+def test_rel_shift_indexes_distance_i_minus_j():
+    scores = torch.randn(2, 3, 5, 9)
+    shifted = RelPositionMultiHeadedAttention.rel_shift(scores)
+    for i in range(5):
+        for j in range(5):
+            torch.testing.assert_close(shifted[:, :, i, j], scores[:, :, i, 5 - 1 - i + j])
+
+
+def _slow_reference(attention, x, pos_emb, mask):
+    """Per-head loops over the Transformer-XL score: ((q_i + u) k_j + (q_i + v) p_{i-j}) / sqrt(d_k)."""
+    batch, length, _ = x.shape
+    h, d_k = attention.h, attention.d_k
+    q = attention.linear_q(x).view(batch, length, h, d_k)
+    k = attention.linear_k(x).view(batch, length, h, d_k)
+    v = attention.linear_v(x).view(batch, length, h, d_k)
+    p = attention.linear_pos(pos_emb[0]).view(-1, h, d_k)
+    out = torch.zeros(batch, length, h, d_k)
+    for b in range(batch):
+        for head in range(h):
+            for i in range(length):
+                scores = torch.empty(length)
+                for j in range(length):
+                    row = length - 1 - (i - j)
+                    scores[j] = (q[b, i, head] + attention.pos_bias_u[head]) @ k[b, j, head]
+                    scores[j] += (q[b, i, head] + attention.pos_bias_v[head]) @ p[row, head]
+                scores = scores / math.sqrt(d_k)
+                scores[~mask[b, 0]] = -float("inf")
+                out[b, i, head] = torch.softmax(scores, 0) @ v[b, :, head]
+    return attention.linear_out(out.reshape(batch, length, h * d_k))
+
+
+def test_matches_slow_reference_with_padding():
+    torch.manual_seed(0)
+    attention = RelPositionMultiHeadedAttention(2, 8).eval()
+    torch.nn.init.normal_(attention.pos_bias_u)
+    torch.nn.init.normal_(attention.pos_bias_v)
+    x = torch.randn(2, 6, 8)
+    pos_emb = RelPositionalEncoding(8)(6)
+    mask = torch.tensor([[[True] * 6], [[True] * 4 + [False] * 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            attention(x, x, x, pos_emb, mask), _slow_reference(attention, x, pos_emb, mask), atol=1e-5, rtol=0
+        )
+
+
+def test_equals_espnet_attention_with_same_weights():
+    espnet_attention = pytest.importorskip("espnet.nets.pytorch_backend.transformer.attention")
+    torch.manual_seed(0)
+    ours = RelPositionMultiHeadedAttention(4, 32).eval()
+    torch.nn.init.normal_(ours.pos_bias_u)
+    theirs = espnet_attention.RelPositionMultiHeadedAttention(4, 32, 0.0).eval()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 11, 32)
+    pos_emb = RelPositionalEncoding(32)(11)
+    mask = (torch.arange(11)[None, :] < torch.tensor([11, 7, 1])[:, None]).unsqueeze(1)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, x, x, pos_emb, mask), theirs(x, x, x, pos_emb, mask), atol=1e-5, rtol=0)
+
+
+def test_paper_initialisation_and_head_check():
+    attention = RelPositionMultiHeadedAttention(4, 64)
+    assert attention.pos_bias_u.abs().max() == 0 and attention.pos_bias_v.abs().max() == 0
+    assert attention.linear_q.weight.abs().max() <= 64**-0.5
+    assert attention.linear_q.bias.abs().max() > 0  # TF draws biases from the same uniform
+    with pytest.raises(ValueError, match="divisible"):
+        RelPositionMultiHeadedAttention(3, 64)

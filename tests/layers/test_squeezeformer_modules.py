@@ -1,0 +1,89 @@
+"""Conv module, time reduction/recovery and scale-bias: the padding-safety and shape contracts the encoder relies on."""
+
+import torch
+from torch import nn
+
+from hybrid_encoders.layers.conv_module import ConvolutionModule, DepthwiseConvNorm
+from hybrid_encoders.layers.scale_bias import ScaleBias
+from hybrid_encoders.layers.time_reduction import TimeReduction, TimeRecovery, reduced_lengths
+
+
+def _mask(lengths, frames):
+    return (torch.arange(frames)[None, :] < torch.tensor(lengths)[:, None]).unsqueeze(1)
+
+
+def _randomise_norm(module):
+    for bn in module.modules():
+        if isinstance(bn, nn.BatchNorm1d):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+    return module
+
+
+def test_conv_module_channels_and_padding_invariance():
+    torch.manual_seed(0)
+    built = []
+
+    def build(channels):
+        built.append(channels)
+        return DepthwiseConvNorm(channels, 7)
+
+    paper = _randomise_norm(ConvolutionModule(8, build)).eval()
+    glu = ConvolutionModule(8, build, glu=True)
+    assert built == [16, 8]
+    assert paper.pointwise_conv2.in_channels == 16 and glu.pointwise_conv2.in_channels == 8
+    x = torch.randn(2, 12, 8)
+    padded = x.clone()
+    padded[1, 5:] = 1e3
+    with torch.no_grad():
+        alone = paper(x[1:, :5], _mask([5], 5))
+        batched = paper(padded, _mask([12, 5], 12))
+    torch.testing.assert_close(batched[1, :5], alone[0], atol=1e-5, rtol=0)
+
+
+def test_conv_module_is_the_paper_formula():
+    torch.manual_seed(0)
+    module = _randomise_norm(ConvolutionModule(4, lambda c: DepthwiseConvNorm(c, 3))).eval()
+    x = torch.randn(1, 6, 4)
+    with torch.no_grad():
+        h = nn.functional.silu(x @ module.pointwise_conv1.weight[:, :, 0].T + module.pointwise_conv1.bias)
+        h = h.transpose(1, 2)
+        h = nn.functional.conv1d(h, module.depthwise.conv.weight, module.depthwise.conv.bias, padding=1, groups=8)
+        bn = module.depthwise.norm
+        h = (h - bn.running_mean[:, None]) / torch.sqrt(bn.running_var[:, None] + bn.eps)
+        h = nn.functional.silu(h * bn.weight[:, None] + bn.bias[:, None]).transpose(1, 2)
+        reference = h @ module.pointwise_conv2.weight[:, :, 0].T + module.pointwise_conv2.bias
+        torch.testing.assert_close(module(x, _mask([6], 6)), reference, atol=1e-5, rtol=0)
+
+
+def test_time_reduction_lengths_and_padding_invariance():
+    torch.manual_seed(0)
+    reduction = TimeReduction(6)
+    assert reduced_lengths(torch.tensor([1, 2, 3, 4, 9])).tolist() == [1, 1, 2, 2, 5]
+    for frames in (1, 2, 5, 8, 11):
+        assert reduction(torch.randn(1, frames, 6), _mask([frames], frames)).shape == (1, (frames + 1) // 2, 6)
+    x = torch.randn(1, 9, 6)
+    padded = torch.cat([x, torch.full((1, 6, 6), 50.0)], dim=1)
+    with torch.no_grad():
+        alone = reduction(x, _mask([9], 9))
+        batched = reduction(padded, _mask([9], 15))
+    torch.testing.assert_close(batched[:, :5], alone, atol=1e-5, rtol=0)
+
+
+def test_time_recovery_repeats_projects_and_adds_skip():
+    recovery = TimeRecovery(3)
+    reduced = torch.randn(1, 3, 3)
+    skip = torch.randn(1, 5, 3)
+    expected = skip + torch.stack([reduced[0, t // 2] for t in range(5)]) @ recovery.linear.weight.T
+    expected = expected + recovery.linear.bias
+    torch.testing.assert_close(recovery(reduced, skip), expected)
+
+
+def test_scale_bias_starts_as_identity_and_is_per_channel():
+    layer = ScaleBias(3)
+    x = torch.randn(2, 4, 3)
+    torch.testing.assert_close(layer(x), x)
+    with torch.no_grad():
+        layer.scale.copy_(torch.tensor([1.0, 2.0, 3.0]))
+        layer.bias.copy_(torch.tensor([0.0, 1.0, -1.0]))
+    torch.testing.assert_close(layer(x), x * torch.tensor([1.0, 2.0, 3.0]) + torch.tensor([0.0, 1.0, -1.0]))
