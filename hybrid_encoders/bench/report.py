@@ -22,7 +22,7 @@ def _seconds(cell: Optional[dict]) -> str:
     if cell is None:
         return ""
     if "median_s" not in cell:
-        return cell["status"]
+        return "" if cell["status"] == "ok" else cell["status"]
     return f"{cell['median_s']:.3f} ({cell['min_s']:.3f}–{cell['max_s']:.3f})"
 
 
@@ -58,10 +58,14 @@ def markdown_table(result: dict) -> str:
     cells = _cells(result)
     baseline = result["encoders"][0]["label"]
     matmul = machine.get("matmul_gflops_best")
+    protocol = (
+        "FLOPs only"
+        if settings["flops_only"]
+        else f"{settings['warmup']} warm-up + {settings['runs']} timed runs (seconds per batch: median (min–max))"
+    )
     lines = [
         f"torch {env['torch']}, {env['device_name']} ({env['device']}), {settings['threads']} threads, batch {batch}, "
-        f"{settings['feature_dim']}-dim features at {settings['frame_rate_hz']:g} Hz, {settings['warmup']} warm-up + "
-        f"{settings['runs']} timed runs (median (min–max)), {result['started']}.",
+        f"{settings['feature_dim']}-dim features at {settings['frame_rate_hz']:g} Hz, {protocol}, {result['started']}.",
         (
             f"Machine: {matmul:.1f} GFLOP/s on a {machine['matmul_size']}² fp32 matmul. "
             if matmul
@@ -97,7 +101,7 @@ def markdown_table(result: dict) -> str:
                 _megabytes(training),
                 _gflops(training, batch),
                 f"{min(ratios):.2f}" if ratios else "",
-                str(sum(cell.get("flagged_runs", 0) for cell in present)),
+                str(sum(cell["flagged_runs"] for cell in present if "flagged_runs" in cell)) if ratios else "",
                 "; ".join(notes).replace("|", "/"),
             ]
             lines.append("| " + " | ".join(row) + " |")
