@@ -22,11 +22,7 @@ import torch.nn.functional as F
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from torch import nn
 
-from hybrid_encoders.encoders.config import (
-    require_length,
-    require_positive,
-    resolve_config,
-)
+from hybrid_encoders.encoders.config import reject_unknown, require_length, require_positive, resolve_config
 from hybrid_encoders.layers.bias_norm import BiasNorm
 from hybrid_encoders.layers.bypass import BypassModule
 from hybrid_encoders.layers.compact_rel_positional import CompactRelPositionalEncoding
@@ -429,10 +425,12 @@ class ZipformerEncoder(AbsEncoder):
         dropout_schedule: Optional[Sequence[Sequence[float]]] = None,
         warmup_batches: Optional[float] = None,
         schedule_batch_scale: Optional[float] = None,
+        **unknown,
     ):
         super().__init__()
+        reject_unknown(NAME, unknown, ["preset", *DEFAULTS])
         given = dict(locals())
-        for name in ("self", "__class__", "input_size", "preset"):
+        for name in ("self", "__class__", "input_size", "preset", "unknown"):
             given.pop(name, None)
         self.config = self.build_config(preset, **given)
         self.input_size = input_size

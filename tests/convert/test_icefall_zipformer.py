@@ -1,0 +1,88 @@
+"""icefall Zipformer import: golden equivalence with icefall's own outputs, key mapping, strict loading."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from hybrid_encoders.convert.icefall_zipformer import (
+    LEGACY_KEY,
+    convert,
+    convert_state_dict,
+    load_icefall_encoder,
+)
+from hybrid_encoders.encoders.zipformer import ZipformerEncoder
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"  # beside the checkout: repo root's parent
+GOLDEN = SHARED / "golden" / "zipformer_icefall_tiny.pt"
+RESEARCH_DIR = SHARED / "research"
+
+
+@pytest.fixture(scope="module")
+def golden():
+    if not GOLDEN.is_file():
+        pytest.skip(f"golden reference {GOLDEN} is absent (icefall's outputs live in ../shared/golden)")
+    return torch.load(GOLDEN)
+
+
+def test_golden_equivalence_embed_and_encoder(golden):
+    encoder, conf = load_icefall_encoder(golden["state_dict"], icefall_args=golden["config"])
+    encoder.eval()
+    x, x_lens = golden["input"]["x"], golden["input"]["x_lens"]
+    expected = golden["output"]
+    with torch.no_grad():
+        embed, embed_lens = encoder.encoder_embed(x, x_lens)
+        out, olens, _ = encoder(x, x_lens)
+    assert embed_lens.tolist() == expected["embed_lens"].tolist()
+    torch.testing.assert_close(embed, expected["embed_out"], rtol=0, atol=1e-5)
+    assert olens.tolist() == expected["encoder_out_lens"].tolist()
+    assert out.shape == expected["encoder_out"].shape
+    torch.testing.assert_close(out, expected["encoder_out"], rtol=0, atol=1e-5)
+
+
+def test_converter_writes_espnet_loadable_files(golden, tmp_path):
+    checkpoint = tmp_path / "epoch-1.pt"
+    heads = {"joiner.output_linear.weight": torch.zeros(3, 4), "decoder.embedding.weight": torch.zeros(5, 4)}
+    torch.save({"model": {**golden["state_dict"], **heads}, "batch_idx_train": 1234}, checkpoint)
+    with pytest.raises(ValueError, match="preset 'm'"):
+        convert(str(checkpoint), str(tmp_path / "wrong"), preset="m")
+    written = convert(str(checkpoint), str(tmp_path / "out"))
+    state = torch.load(written["weights"])
+    assert all(key.startswith("encoder.") for key in state) and int(state["encoder.batch_count"]) == 1234
+    snippet = yaml.safe_load(Path(written["config"]).read_text())
+    assert snippet["encoder"] == "zipformer"
+    encoder = ZipformerEncoder(80, **snippet["encoder_conf"])
+    encoder.load_state_dict({key[len("encoder.") :]: value for key, value in state.items()}, strict=True)
+    dropped = [key for key in golden["state_dict"] if LEGACY_KEY.match(key)]
+    assert len(dropped) == 7  # one legacy bypass_scale per layer of the tiny model
+    for key, value in golden["state_dict"].items():
+        if key not in dropped:
+            assert torch.equal(state["encoder." + key], value), key
+
+
+def test_m_key_mapping_is_one_to_one_with_icefall_key_list():
+    key_list = RESEARCH_DIR / "zipformer_m_state_dict.txt"
+    if not key_list.is_file():
+        pytest.skip(f"{key_list} is absent (it lives in ../shared/research beside the checkout)")
+    icefall = {}
+    for line in key_list.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, shape, _ = line.split("\t")
+            icefall[key] = tuple(int(d) for d in re.findall(r"\d+", shape))
+    ours = {key: tuple(value.shape) for key, value in ZipformerEncoder(80, preset="m").state_dict().items()}
+    converted, dropped = convert_state_dict({key: torch.empty(shape) for key, shape in icefall.items()})
+    assert len(dropped) == 16 and all(key.endswith(".bypass_scale") and ".bypass." not in key for key in dropped)
+    assert {key: tuple(value.shape) for key, value in converted.items()} == {
+        key: shape for key, shape in ours.items() if key != "batch_count"
+    }
+
+
+def test_rejects_causal_and_non_zipformer_checkpoints(golden):
+    causal = dict(golden["state_dict"])
+    causal["encoder.encoders.0.layers.0.conv_module1.depthwise_conv.chunkwise_conv.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match="causal"):
+        load_icefall_encoder(causal)
+    with pytest.raises(ValueError, match="Zipformer"):
+        load_icefall_encoder({"model": {"encoder.layers.0.weight": torch.zeros(1)}})

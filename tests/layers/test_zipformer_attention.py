@@ -1,0 +1,60 @@
+import torch
+
+from hybrid_encoders.layers.zipformer_attention import (
+    NonlinAttention,
+    RelPositionAttentionWeights,
+    SelfAttention,
+    relative_to_absolute,
+)
+
+
+def test_relative_to_absolute_indexing():
+    frames = 4
+    scores = torch.randn(2, 3, frames, 2 * frames - 1)
+    out = relative_to_absolute(scores)
+    for i in range(frames):
+        for j in range(frames):
+            assert torch.equal(out[..., i, j], scores[..., i, frames - 1 + j - i])
+
+
+def _slow_weights(module, x, pos_emb, mask):
+    heads, dq, dp = module.num_heads, module.query_head_dim, module.pos_head_dim
+    batch, frames, _ = x.shape
+    projected = module.in_proj(x)
+    positions = module.linear_pos(pos_emb)  # (2T-1, H dp)
+    out = torch.empty(batch, heads, frames, frames, dtype=x.dtype)
+    for b in range(batch):
+        for h in range(heads):
+            for i in range(frames):
+                q = projected[b, i, h * dq : (h + 1) * dq]
+                p = projected[b, i, 2 * dq * heads + h * dp : 2 * dq * heads + (h + 1) * dp]
+                row = []
+                for j in range(frames):
+                    k = projected[b, j, dq * heads + h * dq : dq * heads + (h + 1) * dq]
+                    pos = positions[frames - 1 + j - i, h * dp : (h + 1) * dp]
+                    row.append(-1000.0 if mask[b, j] else float(q @ k + p @ pos))
+                out[b, h, i] = torch.softmax(torch.tensor(row, dtype=x.dtype), dim=0)
+    return out
+
+
+def test_attention_weights_match_slow_reference():
+    torch.manual_seed(0)
+    module = RelPositionAttentionWeights(12, pos_dim=6, num_heads=2, query_head_dim=4, pos_head_dim=3).double().eval()
+    x = torch.randn(2, 5, 12, dtype=torch.float64)
+    pos_emb = torch.randn(9, 6, dtype=torch.float64)
+    mask = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+    with torch.no_grad():
+        torch.testing.assert_close(module(x, pos_emb, mask), _slow_weights(module, x, pos_emb, mask))
+
+
+def test_self_and_nonlin_attention_match_reference():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    weights = torch.softmax(torch.randn(2, 2, 5, 5, dtype=torch.float64), dim=-1)
+    sa = SelfAttention(8, num_heads=2, value_head_dim=3).double().eval()
+    v = sa.in_proj(x)
+    heads = [weights[:, h] @ v[..., 3 * h : 3 * h + 3] for h in range(2)]
+    torch.testing.assert_close(sa(x, weights), sa.out_proj(torch.cat(heads, dim=-1)))
+    na = NonlinAttention(8, hidden_channels=6).double().eval()
+    s, u, y = na.in_proj(x).split(6, dim=-1)
+    torch.testing.assert_close(na(x, weights[:, 0]), na.out_proj((weights[:, 0] @ (u * torch.tanh(s))) * y))

@@ -1,0 +1,69 @@
+import math
+
+import pytest
+import torch
+
+from hybrid_encoders.regularization.balancer import Balancer, limit_param_value, penalize_abs_values_gt, scale_grad
+
+
+def _slow_balanced_grad(x, upstream, min_positive, max_positive, min_abs, max_abs, grad_scale):
+    """Per-channel loops in float64: the spec's loss, its gradient normalised per channel, then g + |g| * scale * d."""
+    x = x.double()
+    frames, channels = x.shape
+
+    def to_mean(p):
+        a = 2 * p - 1
+        return 0.8139535143 * 0.5 * (math.log(1 + a + 1e-10) - math.log(1 - a + 1e-10))
+
+    min_mean, max_mean = to_mean(min_positive), to_mean(max_positive)
+    min_rms, max_rms = 1.25331413732 * min_abs, 1.25331413732 * max_abs
+    direction = torch.zeros_like(x)
+    for c in range(channels):
+        column = x[:, c].clone().requires_grad_(True)
+        mean = column.mean()
+        rms = (column**2).mean().sqrt()
+        std = ((column**2).mean() - mean**2).sqrt()
+        ratio = mean / std
+        loss = (ratio - ratio.clamp(min_mean, max_mean)).abs() + torch.log(rms.clamp(min_rms, max_rms) / rms).abs()
+        (grad,) = torch.autograd.grad(loss, column)
+        direction[:, c] = grad / max(float((grad**2).mean().sqrt()), 1e-20)  # 0 when satisfied
+    return upstream.double() + upstream.double().abs() * grad_scale * direction
+
+
+def test_balancer_is_identity_forward_and_edits_gradient_as_specified():
+    torch.manual_seed(0)
+    x = (torch.randn(50, 3) + torch.tensor([3.0, 0.0, 0.0])) * torch.tensor([1.0, 20.0, 1.0])
+    x.requires_grad_(True)
+    upstream = torch.randn(50, 3)
+    balancer = Balancer(3, channel_dim=-1, min_positive=0.1, max_positive=0.9, min_abs=0.2, max_abs=5.0, prob=1.0)
+    y = balancer.train()(x)
+    assert torch.equal(y, x)
+    y.backward(upstream)
+    expected = _slow_balanced_grad(x.detach(), upstream, 0.1, 0.9, 0.2, 5.0, 0.04)
+    torch.testing.assert_close(x.grad.double(), expected, rtol=1e-4, atol=1e-6)
+    # channel 2 satisfies every constraint: its gradient is untouched
+    torch.testing.assert_close(x.grad[:, 2], upstream[:, 2])
+
+
+def test_balancer_does_nothing_in_eval_or_without_grad():
+    balancer = Balancer(3, channel_dim=-1, prob=1.0)
+    x = torch.randn(4, 3, requires_grad=True)
+    assert balancer.eval()(x) is x
+    plain = torch.randn(4, 3)
+    assert balancer.train()(plain) is plain
+
+
+def test_scale_grad_limit_param_value_and_penalty():
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    scale_grad(x, 0.2).sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([0.2, 0.2]))
+
+    p = torch.tensor([-1.0, 0.5, 3.0], requires_grad=True)
+    limit_param_value(p, 0.0, 1.0, prob=1.0).backward(torch.tensor([1.0, 1.0, -1.0]))
+    torch.testing.assert_close(p.grad, torch.tensor([-1.0, 1.0, 1.0]))
+
+    s = torch.tensor([30.0, -30.0, 3.0], requires_grad=True)
+    penalize_abs_values_gt(s, limit=25.0, penalty=1e-4).sum().backward()
+    torch.testing.assert_close(s.grad, torch.tensor([1 + 1e-4, 1 - 1e-4, 1.0]))
+    with pytest.raises(ValueError):
+        limit_param_value(p, 1.0, 0.0, prob=1.0)

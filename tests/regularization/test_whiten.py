@@ -1,0 +1,46 @@
+import torch
+
+from hybrid_encoders.regularization.whiten import Whiten, whitening_metric
+
+
+def _eigen_metric(x):
+    """One group: mean of squared covariance eigenvalues over the squared mean eigenvalue."""
+    centred = x - x.mean(dim=0, keepdim=True)
+    eigenvalues = torch.linalg.eigvalsh(centred.T @ centred)
+    return (eigenvalues**2).mean() / eigenvalues.mean() ** 2
+
+
+def test_metric_is_one_for_white_data_and_matches_eigen_form():
+    torch.manual_seed(0)
+    x = torch.randn(30, 5, dtype=torch.float64) @ torch.randn(5, 5, dtype=torch.float64)
+    torch.testing.assert_close(whitening_metric(x, 1), _eigen_metric(x))
+    assert float(whitening_metric(x, 1)) > 1.5
+    # two groups with equal traces and white covariances give 1
+    blocks = torch.cat([torch.randn(200, 2), torch.randn(200, 2)], dim=1).double()
+    q = torch.linalg.qr(blocks - blocks.mean(0))[0]
+    assert abs(float(whitening_metric(q, 2)) - 1.0) < 1e-9
+
+
+def test_whiten_identity_forward_and_penalty_gradient():
+    torch.manual_seed(0)
+    x = (torch.randn(30, 5, dtype=torch.float64) @ torch.randn(5, 5, dtype=torch.float64)).requires_grad_(True)
+    upstream = torch.randn(30, 5, dtype=torch.float64)
+    whiten = Whiten(1, whitening_limit=1.1, prob=(0.5, 1.0), grad_scale=0.1).train()
+    y = whiten(x)
+    assert torch.equal(y, x)
+    y.backward(upstream)
+    leaf = x.detach().clone().requires_grad_(True)
+    (penalty,) = torch.autograd.grad(_eigen_metric(leaf), leaf)
+    expected = upstream + penalty * (0.1 * upstream.norm() / penalty.norm())
+    torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-6)  # the penalty is computed in float32
+    assert whiten.prob == 1.0
+
+
+def test_whiten_under_limit_leaves_gradient_and_lowers_probability():
+    x = torch.randn(30, 5, dtype=torch.float64, requires_grad=True)
+    whiten = Whiten(1, whitening_limit=1e6, prob=(0.5, 1.0), grad_scale=0.1).train()
+    upstream = torch.randn(30, 5, dtype=torch.float64)
+    whiten(x).backward(upstream)
+    torch.testing.assert_close(x.grad, upstream)
+    assert whiten.prob == 0.5
+    assert whiten.eval()(x) is x
