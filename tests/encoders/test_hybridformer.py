@@ -1,5 +1,8 @@
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from hybrid_encoders.encoders.hybridformer import HybridformerEncoder
@@ -46,6 +49,14 @@ def test_presets_mirror_squeezeformer_sizes():
         assert {key: hybrid[key] for key in squeeze} == squeeze
     with pytest.raises(ValueError, match="unknown preset 'xs'"):
         HybridformerEncoder.build_config("xs")
+
+
+@pytest.mark.parametrize("preset", ["s", "sm", "m"])
+def test_conf_files_equal_the_presets(preset):
+    path = Path(__file__).resolve().parents[2] / "conf" / "hybridformer" / f"{preset}.yaml"
+    written = yaml.safe_load(path.read_text())
+    assert written["encoder"] == "hybridformer"
+    assert HybridformerEncoder.build_config(**written["encoder_conf"]) == HybridformerEncoder.build_config(preset)
 
 
 def test_default_nsr_is_the_authors_searched_branches():
