@@ -16,6 +16,17 @@ CONVERTERS = {
         "hybrid_encoders.convert.nemo_squeezeformer",
         "NeMo SqueezeformerEncoder: a .nemo file (stt_en_squeezeformer_ctc_*) or a saved state dict with its config",
     ),
+    "icefall-zipformer": (
+        "hybrid_encoders.convert.icefall_zipformer",
+        "icefall Zipformer (egs/librispeech/ASR/zipformer): pretrained.pt / epoch-N.pt or a raw state dict",
+    ),
+}
+# per-source extra options: source -> [(flag, add_argument keywords)], passed to convert() by their dest name
+EXTRA_OPTIONS = {
+    "icefall-zipformer": [
+        ("--preset", {"choices": ("s", "m", "l"), "help": "check the weights against this preset and name it in "
+                      "the config (default: configuration inferred from the weights)"}),
+    ],
 }
 
 
@@ -26,12 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         source = sources.add_parser(name, help=help_text, description=help_text)
         source.add_argument("--checkpoint", required=True, help="checkpoint file to convert")
         source.add_argument("--out", required=True, help="output directory (created if needed)")
+        for flag, options in EXTRA_OPTIONS.get(name, []):
+            source.add_argument(flag, **options)
 
 
 def run(args: argparse.Namespace) -> int:
     importer = importlib.import_module(CONVERTERS[args.source][0])
     try:
-        written = importer.convert(args.checkpoint, args.out)
+        dests = [flag.lstrip("-").replace("-", "_") for flag, _ in EXTRA_OPTIONS.get(args.source, [])]
+        written = importer.convert(args.checkpoint, args.out, **{dest: getattr(args, dest) for dest in dests})
     except (ValueError, FileNotFoundError) as error:
         print(f"hybrid-encoders convert {args.source}: {error}")
         return 1

@@ -86,3 +86,15 @@ def test_rejects_causal_and_non_zipformer_checkpoints(golden):
         load_icefall_encoder(causal)
     with pytest.raises(ValueError, match="Zipformer"):
         load_icefall_encoder({"model": {"encoder.layers.0.weight": torch.zeros(1)}})
+
+
+def test_cli_convert_icefall_zipformer(golden, tmp_path, capsys):
+    from hybrid_encoders.cli import main
+
+    checkpoint = tmp_path / "pretrained.pt"
+    torch.save({"model": golden["state_dict"]}, checkpoint)
+    assert main(["convert", "icefall-zipformer", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "encoder.pth").is_file() and (tmp_path / "a" / "encoder_conf.yaml").is_file()
+    args = ["convert", "icefall-zipformer", "--checkpoint", str(checkpoint), "--preset", "s", "--out", str(tmp_path)]
+    assert main(args) == 1
+    assert "does not match preset 's'" in capsys.readouterr().out

@@ -1,0 +1,1 @@
+"""ESPnet frontends: waveform -> features (the Kaldi-compatible fbank that icefall-trained encoders expect)."""
