@@ -22,13 +22,25 @@ def add_arguments(parser: argparse.ArgumentParser):
         help=f"encoders to compare, in table order (the first is the baseline of the ratio columns); "
         f"default: {' '.join(DEFAULT_ENCODERS)} (those that are registered)",
     )
-    parser.add_argument("--lengths", nargs="+", type=float, default=[5.0, 10.0, 30.0, 60.0], metavar="SECONDS")
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument(
+        "--lengths",
+        nargs="+",
+        type=float,
+        default=[5.0, 10.0, 30.0, 60.0],
+        metavar="SECONDS",
+        help="input lengths in seconds of 80-dim features at 100 Hz (default: 5 10 30 60)",
+    )
+    parser.add_argument("--batch", type=int, default=2, help="sequences per forward (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per cell (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per cell (default: %(default)s)")
-    parser.add_argument("--mode", choices=("inference", "training", "both"), default="both")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--mode",
+        choices=("inference", "training", "both"),
+        default="both",
+        help="inference: eval + no_grad forward; training: forward + backward (default: %(default)s)",
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="(default: %(default)s)")
     parser.add_argument(
         "--min-cpu-ratio",
         type=float,
