@@ -2,14 +2,15 @@
 
 Two back-ends give the same interface, :meth:`synthesize(text, voice, rate, pitch) -> (int16 samples, sample rate)`:
 
-* :class:`EspeakProgram` runs the ``espeak-ng`` program (``apt-get install espeak-ng``) when it is on ``PATH``;
 * :class:`EspeakLibrary` loads ``libespeak-ng`` and its voice data from the ``espeakng-loader`` wheel through
-  :mod:`ctypes` (no root, no system package).
-
-eSpeak NG is a formant synthesiser: the same text, voice and parameters give the same samples on every call, which
-makes the corpus reproducible from a seed for a given eSpeak NG version.
+  :mod:`ctypes` (no root, no system package), with its random generator seeded, so the corpus is reproducible from
+  a seed for a given eSpeak NG version;
+* :class:`EspeakProgram` runs the ``espeak-ng`` program (``apt-get install espeak-ng``), the fallback when the wheel
+  is missing. The program offers no way to seed the breath noise of some voice variants, so its output can differ
+  between runs in those variants.
 """
 
+import _ctypes
 import ctypes
 import io
 import shutil
@@ -43,7 +44,13 @@ def _check_parameters(rate: int, pitch: int) -> None:
 class EspeakLibrary:
     """``libespeak-ng`` from the ``espeakng-loader`` wheel, driven through :mod:`ctypes`.
 
-    The library keeps global state, so create one instance per process.
+    eSpeak NG keeps part of its synthesis state in static variables that ``espeak_Terminate`` does not reset (the
+    waveform generator's pitch-flutter phase, for one), so the samples of an utterance would depend on everything
+    the process synthesised before. Every :meth:`synthesize` call therefore loads the library afresh (``dlopen``),
+    initialises it, speaks, and unloads it (``dlclose``), which costs about 50 ms. The breath noise of some variants
+    (``f2``, ``f5``, ...) comes from eSpeak NG's random generator, which is seeded from the clock unless
+    ``espeak_ng_SetRandSeed`` fixes it, as done here. Each utterance is then a pure function of its text, voice and
+    parameters (checked by ``tests/recipes/test_synthetic_speech.py``). POSIX only (``dlclose``).
     """
 
     name = "espeakng-loader"
@@ -53,22 +60,41 @@ class EspeakLibrary:
             import espeakng_loader
         except ImportError as error:
             raise RuntimeError(MISSING_ESPEAK) from error
-        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        self._lib.espeak_Initialize.restype = ctypes.c_int
-        self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        self.sample_rate = self._lib.espeak_Initialize(
-            _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
-        if self.sample_rate <= 0:
-            raise RuntimeError(f"espeak_Initialize failed (returned {self.sample_rate}); {MISSING_ESPEAK}")
+        self._library_path = espeakng_loader.get_library_path()
+        self._data_path = espeakng_loader.get_data_path().encode()
         self._chunks: List[np.ndarray] = []
         # Keep a reference: ctypes callbacks are freed when the Python object is.
         self._callback = _SYNTH_CALLBACK(self._collect)
-        self._lib.espeak_SetSynthCallback(self._callback)
+        self.sample_rate = self._speak("", "en", 175, 50)[1]
 
     def _collect(self, samples, count, events) -> int:
         if count > 0:
             self._chunks.append(np.ctypeslib.as_array(samples, shape=(count,)).copy())
         return 0
+
+    def _speak(self, text: str, voice: str, rate: int, pitch: int) -> Tuple[np.ndarray, int]:
+        lib = ctypes.CDLL(self._library_path)
+        try:
+            lib.espeak_Initialize.restype = ctypes.c_int
+            lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+            sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self._data_path, 0)
+            if sample_rate <= 0:
+                raise RuntimeError(f"espeak_Initialize failed (returned {sample_rate}); {MISSING_ESPEAK}")
+            lib.espeak_SetSynthCallback(self._callback)
+            if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise ValueError(f"eSpeak NG has no voice {voice!r}")
+            lib.espeak_SetParameter(_ESPEAK_RATE, rate, 0)
+            lib.espeak_SetParameter(_ESPEAK_PITCH, pitch, 0)
+            lib.espeak_ng_SetRandSeed(1)
+            self._chunks = []
+            encoded = text.encode("utf-8")
+            lib.espeak_Synth(encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
+            lib.espeak_Synchronize()
+            lib.espeak_Terminate()
+        finally:
+            _ctypes.dlclose(lib._handle)
+        samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
+        return samples.astype(np.int16), sample_rate
 
     def synthesize(self, text: str, voice: str, rate: int, pitch: int) -> Tuple[np.ndarray, int]:
         """Speak ``text``.
@@ -83,16 +109,7 @@ class EspeakLibrary:
             ``(samples (N,) int16, sample_rate)``.
         """
         _check_parameters(rate, pitch)
-        if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise ValueError(f"eSpeak NG has no voice {voice!r}")
-        self._lib.espeak_SetParameter(_ESPEAK_RATE, rate, 0)
-        self._lib.espeak_SetParameter(_ESPEAK_PITCH, pitch, 0)
-        self._chunks = []
-        encoded = text.encode("utf-8")
-        self._lib.espeak_Synth(encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
-        self._lib.espeak_Synchronize()
-        samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
-        return samples.astype(np.int16), self.sample_rate
+        return self._speak(text, voice, rate, pitch)
 
 
 class EspeakProgram:
@@ -119,8 +136,8 @@ def open_synthesizer(backend: str = "auto", executable: Optional[str] = None):
     """Create an eSpeak NG back-end.
 
     Args:
-        backend: ``"program"`` (the ``espeak-ng`` program), ``"library"`` (the ``espeakng-loader`` wheel) or
-            ``"auto"``: the program when it is on ``PATH``, else the library.
+        backend: ``"library"`` (the ``espeakng-loader`` wheel), ``"program"`` (the ``espeak-ng`` program) or
+            ``"auto"``: the library when the wheel is installed (reproducible), else the program.
         executable: path of the program; default: ``espeak-ng`` looked up on ``PATH``.
 
     Returns:
@@ -132,9 +149,13 @@ def open_synthesizer(backend: str = "auto", executable: Optional[str] = None):
     """
     if backend not in ("auto", "program", "library"):
         raise ValueError(f"backend must be one of auto, program, library; got {backend!r}")
+    if backend in ("auto", "library"):
+        try:
+            return EspeakLibrary()
+        except RuntimeError:
+            if backend == "library":
+                raise
     program = executable or shutil.which("espeak-ng")
-    if backend == "program" or (backend == "auto" and program):
-        if not program:
-            raise RuntimeError(MISSING_ESPEAK)
-        return EspeakProgram(program)
-    return EspeakLibrary()
+    if not program:
+        raise RuntimeError(MISSING_ESPEAK)
+    return EspeakProgram(program)

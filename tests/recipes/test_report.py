@@ -1,0 +1,51 @@
+"""RESULTS.md and training curves from ESPnet's per-epoch log lines."""
+
+import json
+import os
+
+import pytest
+
+from hybrid_encoders.recipes.report import parse_epoch_results, write_results
+
+LOG = """[vm] 2026 (trainer:336) INFO: 1/2epoch started
+[vm] 2026 (trainer:394) INFO: 1epoch results: [train] iter_time=0.008, loss_ctc=244.522, acc=0.006, loss=126.852, \
+time=5.65 seconds, total_count=8, [valid] loss_ctc=116.473, cer_ctc=1.000, loss_att=70.089, acc=0.05, loss=84.0
+[vm] 2026 (trainer:394) INFO: 2epoch results: [train] loss=86.981, acc=0.2, time=1 minute and 12.71 seconds, \
+[valid] loss=60.5, acc=0.3
+[vm] 2026 (trainer:394) INFO: 2epoch results: [train] loss=80.0, acc=0.25, [valid] loss=55.5, acc=0.35
+"""
+
+
+def test_parse_epoch_results(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text(LOG)
+    epochs = parse_epoch_results(str(log))
+    assert sorted(epochs) == [1, 2]
+    assert epochs[1]["train"]["loss"] == 126.852 and epochs[1]["train"]["acc"] == 0.006
+    assert epochs[1]["valid"] == {"loss_ctc": 116.473, "cer_ctc": 1.0, "loss_att": 70.089, "acc": 0.05, "loss": 84.0}
+    # A resumed run logs epoch 2 again: the last line wins.
+    assert epochs[2]["valid"] == {"loss": 55.5, "acc": 0.35}
+
+
+def test_write_results(tmp_path):
+    pytest.importorskip("matplotlib")
+    exp = tmp_path / "exp" / "asr_x"
+    exp.mkdir(parents=True)
+    (exp / "train.log").write_text(LOG)
+    decode = exp / "decode" / "test"
+    for unit, counts in (("wer", [2, 10, 7, 2, 1, 1, 1]), ("cer", [2, 50, 45, 3, 2, 0, 1])):
+        os.makedirs(decode / f"score_{unit}")
+        keys = ["sentences", "reference_length", "correct", "substitutions", "deletions", "insertions",
+                "sentence_errors"]
+        (decode / f"score_{unit}" / "counts.json").write_text(json.dumps(dict(zip(keys, counts), error_rate=0)))
+    (decode / "score_wer" / "per_speaker.tsv").write_text("speaker\tsentences\treference_length\twer\nf5\t2\t10\t40.00\n")
+    text = write_results(str(exp), {"test": str(decode)}, str(exp / "RESULTS.md"), ["config: x.yaml"])
+    assert "|test|2|10|70.0|20.0|10.0|10.0|40.0|50.0|" in text
+    assert "|test|2|50|90.0|6.0|4.0|0.0|10.0|50.0|" in text
+    assert "- test: f5 40.0" in text and "- epochs trained: 2" in text and "- config: x.yaml" in text
+    assert (exp / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_log_says_which_stage(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the training stage first"):
+        parse_epoch_results(str(tmp_path / "train.log"))
