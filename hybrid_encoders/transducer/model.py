@@ -40,7 +40,13 @@ from espnet2.asr.transducer.error_calculator import ErrorCalculatorTransducer
 from espnet2.asr_transducer.joint_network import JointNetwork
 from espnet2.asr_transducer.utils import get_transducer_task_io
 from espnet2.torch_utils.device_funcs import force_gatherable
-from hybrid_encoders.transducer.pruned_rnnt import prune_joint_inputs, prune_ranges, pruned_rnnt_loss, simple_rnnt_loss
+from hybrid_encoders.transducer.pruned_rnnt import (
+    check_smoothing_scales,
+    prune_joint_inputs,
+    prune_ranges,
+    pruned_rnnt_loss,
+    simple_rnnt_loss,
+)
 from hybrid_encoders.transducer.rnnt_loss import RNNTLoss
 
 TRANSDUCER_LOSSES = ("full", "pruned")
@@ -124,8 +130,7 @@ class TransducerASRModel(ESPnetASRModel):
                 f"{name}: model_conf.prune_range must be an integer >= 2 (the window must be able to move on to the "
                 f"next label), got {prune_range!r}"
             )
-        if not (lm_scale >= 0.0 and am_scale >= 0.0 and lm_scale + am_scale <= 1.0):
-            raise ValueError(f"{name}: model_conf.lm_scale and am_scale must be >= 0 with a sum <= 1, got {lm_scale} and {am_scale}")
+        check_smoothing_scales(lm_scale, am_scale, prefix=f"{name}: model_conf.")
         if not simple_loss_scale >= 0.0:
             raise ValueError(f"{name}: model_conf.simple_loss_scale must be >= 0, got {simple_loss_scale}")
         if not isinstance(simple_loss_warmup_steps, int) or simple_loss_warmup_steps < 0:

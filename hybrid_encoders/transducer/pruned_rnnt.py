@@ -224,6 +224,12 @@ def _check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
 
 
+def check_smoothing_scales(lm_scale: float, am_scale: float, prefix: str = "") -> None:
+    """The simple loss's smoothing weights must be >= 0 with a sum <= 1; ``prefix`` names where they were set."""
+    if not (lm_scale >= 0.0 and am_scale >= 0.0 and lm_scale + am_scale <= 1.0):
+        raise ValueError(f"{prefix}lm_scale and am_scale must be >= 0 with a sum <= 1, got {lm_scale} and {am_scale}")
+
+
 def smoothed_rnnt_logprobs(
     lm: torch.Tensor,
     am: torch.Tensor,
@@ -315,8 +321,7 @@ def simple_rnnt_loss(
         raise ValueError(f"lm (B, S+1, V) and am (B, T, V) do not match: {tuple(lm.shape)} and {tuple(am.shape)}")
     if symbols.dim() != 2 or symbols.size(0) != lm.size(0) or symbols.size(1) + 1 != lm.size(1):
         raise ValueError(f"symbols must be (B={lm.size(0)}, S={lm.size(1) - 1}) to match lm, got {tuple(symbols.shape)}")
-    if not (lm_scale >= 0.0 and am_scale >= 0.0 and lm_scale + am_scale <= 1.0):
-        raise ValueError(f"lm_scale and am_scale must be >= 0 with a sum <= 1, got {lm_scale} and {am_scale}")
+    check_smoothing_scales(lm_scale, am_scale)
     check_rnnt_targets(symbols, symbol_lengths, frame_lengths, am.size(1), am.size(2), blank)
     check_finite(lm, "lm (the decoder-side simple-loss logits)")
     check_finite(am, "am (the encoder-side simple-loss logits)")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import REPO_ROOT
 
 from espnet2.asr.ctc import CTC
 from espnet2.asr.decoder.transducer_decoder import TransducerDecoder
@@ -18,7 +19,6 @@ from espnet2.asr_transducer.joint_network import JointNetwork
 from espnet2.asr_transducer.utils import get_transducer_task_io
 from hybrid_encoders.transducer.model import TransducerASRModel
 from hybrid_encoders.transducer.rnnt_loss import rnnt_loss
-from conftest import REPO_ROOT
 from hybrid_encoders.transducer.stateless_decoder import StatelessTransducerDecoder
 
 TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "<sos/eos>"]
