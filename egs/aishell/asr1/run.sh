@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# AISHELL-1 with ESPnet's asr.sh and a hybrid-encoders encoder: character units, CER. First: ./setup.sh
+# /path/to/espnet, then set AISHELL in db.sh (the corpus is downloaded there by stage 1 if absent, ~15 GB).
+# Any asr.sh option can be added, e.g. ./run.sh --asr_config conf/tuning/train_asr_zipformer_m.yaml
+set -euo pipefail
+cd "$(dirname "$0")"
+[ -e asr.sh ] || { echo "run.sh: ERROR: asr.sh is missing: run ./setup.sh /path/to/espnet first" >&2; exit 1; }
+. ./path.sh
+. ../../TEMPLATE/asr1/check_plugin.sh
+
+train_set=train
+valid_set=dev
+test_sets="dev test"
+
+asr_config=conf/tuning/train_asr_squeezeformer_sm.yaml
+inference_config=conf/decode_asr.yaml
+
+./asr.sh \
+    --lang zh \
+    --ngpu 4 \
+    --nj 32 \
+    --inference_nj 32 \
+    --token_type char \
+    --max_wav_duration 30 \
+    --speed_perturb_factors "0.9 1.0 1.1" \
+    --audio_format flac.ark \
+    --feats_type raw \
+    --use_lm false \
+    --asr_config "${asr_config}" \
+    --inference_config "${inference_config}" \
+    --train_set "${train_set}" \
+    --valid_set "${valid_set}" \
+    --test_sets "${test_sets}" \
+    --asr_speech_fold_length 512 \
+    --asr_text_fold_length 150 \
+    --lm_train_text "data/${train_set}/text" "$@"

@@ -1,0 +1,89 @@
+"""Every recipe YAML under egs/ passes ESPnet's own checks with the plugin installed.
+
+Training configs (``train_*.yaml``) go through ``asr_train --dry_run true --iterator_type none``, which parses the
+YAML with ESPnet's argument parser and builds the model, optimizer and scheduler. Decoding configs
+(``decode_*.yaml``) must only use options of ``asr_inference``. All configs are checked in ONE Python subprocess
+(``import espnet2.tasks.asr`` takes 10-25 s), a config whose encoder or model class is not registered is skipped
+with the reason.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+CONFIGS = sorted(os.path.relpath(path, REPO)
+                 for path in glob.glob(os.path.join(REPO, "egs", "*", "asr1", "conf", "**", "*.yaml"), recursive=True))
+TRAIN_CONFIGS = [c for c in CONFIGS if os.path.basename(c).startswith("train_")]
+DECODE_CONFIGS = [c for c in CONFIGS if os.path.basename(c).startswith("decode_")]
+
+CHECKER = r"""
+import contextlib, io, json, logging, sys, tempfile, traceback
+import yaml
+from espnet2.bin.asr_inference import get_parser
+from espnet2.tasks.asr import ASRTask, decoder_choices, encoder_choices, model_choices
+
+logging.disable(logging.CRITICAL)
+work = tempfile.mkdtemp()
+with open(work + "/tokens.txt", "w") as stream:
+    stream.write("<blank>\n<unk>\na\nb\n<sos/eos>\n")
+inference_options = {action.dest for action in get_parser()._actions}
+for kind, path in json.loads(sys.argv[1]):
+    with open(path) as stream:
+        config = yaml.safe_load(stream)
+    result = {"config": path, "status": "ok", "reason": ""}
+    if kind == "decode":
+        unknown = sorted(set(config) - inference_options)
+        if unknown:
+            result.update(status="fail", reason=f"not asr_inference options: {unknown}")
+        print(json.dumps(result), flush=True)
+        continue
+    missing = [f"{key}: {config[key]}" for key, choices in
+               (("encoder", encoder_choices), ("decoder", decoder_choices), ("model", model_choices))
+               if key in config and config[key] not in choices.classes]
+    if missing:
+        result.update(status="skip", reason="not registered (yet): " + ", ".join(missing))
+        print(json.dumps(result), flush=True)
+        continue
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            ASRTask.main(cmd=["--config", path, "--dry_run", "true", "--iterator_type", "none", "--ngpu", "0",
+                              "--token_type", "char", "--token_list", work + "/tokens.txt",
+                              "--output_dir", work + "/exp", "--log_level", "ERROR"])
+    except BaseException as error:
+        result.update(status="fail", reason=f"{type(error).__name__}: {error}\n{traceback.format_exc()[-2000:]}")
+    print(json.dumps(result), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def outcomes():
+    jobs = [["train", c] for c in TRAIN_CONFIGS] + [["decode", c] for c in DECODE_CONFIGS]
+    completed = subprocess.run([sys.executable, "-c", CHECKER, json.dumps(jobs)], cwd=REPO, capture_output=True,
+                               text=True, timeout=900)
+    results = {}
+    for line in completed.stdout.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            results[record["config"]] = record
+    if completed.returncode != 0 and len(results) < len(jobs):
+        pytest.fail(f"config checker crashed:\n{completed.stderr[-3000:]}")
+    return results
+
+
+def test_every_recipe_has_configs():
+    for recipe in ("mini", "librispeech", "aishell"):
+        assert any(c.startswith(os.path.join("egs", recipe, "")) for c in TRAIN_CONFIGS), recipe
+        assert any(c.startswith(os.path.join("egs", recipe, "")) for c in DECODE_CONFIGS), recipe
+
+
+@pytest.mark.parametrize("config", TRAIN_CONFIGS + DECODE_CONFIGS)
+def test_config_passes_espnet_checks(outcomes, config):
+    outcome = outcomes[config]
+    if outcome["status"] == "skip":
+        pytest.skip(outcome["reason"])
+    assert outcome["status"] == "ok", outcome["reason"]

@@ -1,0 +1,76 @@
+"""egs/mini/asr1/run.sh end to end on a tiny corpus, plus its option and stage-order errors."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+RECIPE = os.path.join(os.path.dirname(__file__), "..", "..", "egs", "mini", "asr1")
+
+
+def _copy_recipe(tmp_path):
+    """A copy of the recipe directory without its data/ and exp/ (the run writes into its own directory)."""
+    target = tmp_path / "asr1"
+    shutil.copytree(RECIPE, target, ignore=shutil.ignore_patterns("data", "exp"))
+    return target
+
+
+def _run(recipe, *options, timeout=600):
+    return subprocess.run(["bash", str(recipe / "run.sh"), "--python", sys.executable, *options],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_stage_before_its_inputs_says_what_to_run(tmp_path):
+    recipe = _copy_recipe(tmp_path)
+    result = _run(recipe, "--stage", "4")
+    assert result.returncode != 0
+    assert "exp/asr_stats_bpe_unigram200/.done is missing: it is made by stage 3; run ./run.sh --stage 3 first" \
+        in result.stderr
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--no_such_option", "1"], "unknown option --no_such_option"),
+    (["--nj", "two"], "--nj must be a non-negative integer"),
+    (["--token_type", "word"], "--token_type must be bpe or char"),
+    (["--asr_config", "conf/missing.yaml"], "--asr_config conf/missing.yaml not found"),
+])
+def test_bad_options_are_named(tmp_path, options, message):
+    result = _run(_copy_recipe(tmp_path), *options)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+@pytest.mark.slow
+def test_whole_recipe_on_a_tiny_corpus(tmp_path):
+    recipe = _copy_recipe(tmp_path)
+    options = ["--corpus_size", "44", "--nbpe", "40", "--nj", "2", "--asr_args", "--max_epoch 1 --batch_size 8",
+               "--inference_args", "--beam_size 1 --maxlenratio 0.3"]
+    result = _run(recipe, *options)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for stage in range(1, 7):
+        assert f"Stage {stage}:" in result.stdout
+    assert "[train] epoch 1/1 started" in result.stdout
+    exp = recipe / "exp" / "asr_conformer_bpe_unigram40"
+    decode = exp / "decode_decode_asr_valid.acc.ave" / "test"
+    for path in [recipe / "data" / split / name for split in ("train", "dev", "test")
+                 for name in ("wav.scp", "text", "utt2spk", "spk2utt")] + [
+            recipe / "data" / "manifests" / "mini_supervisions_train.jsonl.gz",
+            recipe / "data" / "token_list" / "bpe_unigram40" / "bpe.model",
+            recipe / "exp" / "asr_stats_bpe_unigram40" / "train" / "feats_stats.npz",
+            recipe / "exp" / "asr_stats_bpe_unigram40" / "train" / "text_shape.bpe",
+            exp / "config.yaml", exp / "valid.acc.ave.pth", decode / "text",
+            decode / "score_wer" / "alignments.txt", exp / "RESULTS.md", exp / "training_curves.png"]:
+        assert path.exists(), path
+    num_test = len((recipe / "data" / "test" / "wav.scp").read_text().splitlines())
+    results = (exp / "RESULTS.md").read_text()
+    match = re.search(r"\|test\|(\d+)\|(\d+)\|[\d.]+\|[\d.]+\|[\d.]+\|[\d.]+\|([\d.]+)\|", results)
+    assert match and int(match.group(1)) == num_test
+    assert float(match.group(3)) >= 0.0
+
+    # Every stage is a no-op the second time.
+    again = _run(recipe, *options)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already done") == 5
