@@ -28,6 +28,18 @@ class LinearStack(torch.nn.Module):
         return self.layers(xs_pad), ilens, None
 
 
+class LinearThenDepthwiseConv(torch.nn.Module):
+    """``Linear(input_size, channels)`` then a depthwise ``Conv1d`` over time (same length), ESPnet interface."""
+
+    def __init__(self, input_size, channels, kernel):
+        super().__init__()
+        self.linear = torch.nn.Linear(input_size, channels)
+        self.conv = torch.nn.Conv1d(channels, channels, kernel, padding=kernel // 2, groups=channels)
+
+    def forward(self, xs_pad, ilens, prev_states=None):
+        return self.conv(self.linear(xs_pad).transpose(1, 2)).transpose(1, 2), ilens, None
+
+
 class ScriptedClock:
     """Each timed attempt consumes one ``(wall_s, cpu/wall ratio)`` pair: the first ``read`` of an attempt returns
     the current time, the second advances it by the scripted amounts."""
@@ -142,6 +154,19 @@ def test_flops_of_a_linear_stack_are_two_batch_time_in_out():
     assert training["flops"] == forward + forward + sum(2 * batch * frames * a * b for a, b in pairs[1:])
     assert "runs" in inference and inference["runs"] == [] and "median_s" not in inference
     assert count_flops(lambda: torch.nn.Linear(7, 3)(torch.ones(4, 7)))[0] == 2 * 4 * 7 * 3
+
+
+def test_training_flops_of_a_depthwise_convolution_count_each_gradient_once():
+    # torch's own formula counts a grouped convolution's weight gradient `groups` times too high
+    batch, frames, features, channels, kernel = 2, 40, 80, 16, 5
+    candidates = [Candidate("conv", lambda input_size: LinearThenDepthwiseConv(input_size, channels, kernel))]
+    settings = quiet_settings(lengths_s=(0.4,), flops_only=True, matmul_size=0)
+    inference, training = run_quietly(candidates, settings, ScriptedClock([]))["cells"]
+    linear = 2 * batch * frames * features * channels
+    conv = 2 * batch * frames * channels * kernel  # one multiply-accumulate per channel, tap and output frame
+    assert inference["flops"] == linear + conv
+    # linear: forward + weight gradient (the features need no gradient); conv: forward + input and weight gradients
+    assert training["flops"] == 2 * linear + 3 * conv
 
 
 def test_disturbed_run_is_flagged_and_repeated():
