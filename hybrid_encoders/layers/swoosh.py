@@ -23,7 +23,8 @@ _SLOPE = 0.08
 
 
 def _swoosh_without_constant(x: torch.Tensor, offset: float) -> torch.Tensor:
-    return torch.sub(F.softplus(x - offset), x, alpha=_SLOPE)
+    out = F.softplus(x - offset)
+    return out.sub_(x, alpha=_SLOPE) if not out.requires_grad else out.sub(x, alpha=_SLOPE)
 
 
 def swoosh_l(x: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,38 @@ def relative_to_absolute(scores: torch.Tensor) -> torch.Tensor:
     )
 
 
+def add_relative_scores_(scores: torch.Tensor, p: torch.Tensor, positions: torch.Tensor, block: int = 256) -> torch.Tensor:
+    """``scores[..., i, j] += p[..., i, :] . positions[..., :, (T - 1) + j - i]`` in place, block by block.
+
+    The direct route materialises all 2T - 1 offsets for every query, a (B, H, T, 2T - 1) tensor twice the size of
+    the scores; a block of queries [i0, i1) only needs offsets ``-(i1 - 1) .. T - 1 - i0``, so each block's
+    product has T + block - 1 columns and stays small. For gradient-free (inference) use.
+
+    Args:
+        scores: (B, H, T, T) content scores, modified in place.
+        p: (B, H, T, dp) positional queries.
+        positions: (H, dp, 2T - 1) projected encodings, column k = offset k - (T - 1).
+        block: queries per block.
+
+    Returns:
+        ``scores``.
+    """
+    frames = scores.size(-1)
+    for start in range(0, frames, block):
+        stop = min(start + block, frames)
+        # columns for offsets -(stop - 1) .. frames - 1 - start
+        window = positions[..., frames - stop : 2 * frames - 1 - start]
+        block_scores = torch.matmul(p[..., start:stop, :], window)  # (B, H, stop - start, T + stop - start - 1)
+        *lead, rows, width = block_scores.shape
+        strides = block_scores.stride()
+        # row r (query start + r) needs column (stop - 1 - start - r) + j for key j
+        shifted = block_scores.as_strided(
+            (*lead, rows, frames), (*strides[:-2], strides[-2] - 1, 1), block_scores.storage_offset() + rows - 1
+        )
+        scores[..., start:stop, :].add_(shifted)
+    return scores
+
+
 class RelPositionAttentionWeights(nn.Module):
     """Multi-head attention weights with relative positions (icefall RelPositionMultiheadAttentionWeights).
 
@@ -105,14 +137,16 @@ class RelPositionAttentionWeights(nn.Module):
         if not self.training or random.random() >= float(self.pos_emb_skip_rate):
             p = p.reshape(batch, frames, heads, dp).transpose(1, 2)  # (B, H, T, dp)
             positions = self.linear_pos(pos_emb).reshape(2 * frames - 1, heads, dp).permute(1, 2, 0)  # (H, dp, 2T-1)
-            pos_scores = relative_to_absolute(torch.matmul(p, positions))  # (B, H, T, T) view of (B, H, T, 2T-1)
-            scores = scores + pos_scores if self.training else scores.add_(pos_scores)
+            if scores.requires_grad:
+                scores = scores + relative_to_absolute(torch.matmul(p, positions))
+            else:
+                add_relative_scores_(scores, p, positions)
 
         if self.training and random.random() < 0.1:
             scores = penalize_abs_values_gt(scores, limit=25.0, penalty=1e-4)
-        if key_padding_mask is not None:
+        if key_padding_mask is not None and bool(key_padding_mask.any()):
             padded = key_padding_mask[:, None, None, :]
-            scores = scores.masked_fill(padded, MASKED_SCORE) if self.training else scores.masked_fill_(padded, MASKED_SCORE)
+            scores = scores.masked_fill(padded, MASKED_SCORE) if scores.requires_grad else scores.masked_fill_(padded, MASKED_SCORE)
         return scores.softmax(dim=-1)
 
 

@@ -91,10 +91,28 @@ def test_rejects_causal_and_non_zipformer_checkpoints(golden):
 def test_cli_convert_icefall_zipformer(golden, tmp_path, capsys):
     from hybrid_encoders.cli import main
 
-    checkpoint = tmp_path / "pretrained.pt"
-    torch.save({"model": golden["state_dict"]}, checkpoint)
-    assert main(["convert", "icefall-zipformer", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "a")]) == 0
+    checkpoint = _save(golden, tmp_path)
+    assert main(["convert", "icefall-zipformer", "--checkpoint", checkpoint, "--out", str(tmp_path / "a")]) == 0
     assert (tmp_path / "a" / "encoder.pth").is_file() and (tmp_path / "a" / "encoder_conf.yaml").is_file()
-    args = ["convert", "icefall-zipformer", "--checkpoint", str(checkpoint), "--preset", "s", "--out", str(tmp_path)]
+    args = ["convert", "icefall-zipformer", "--checkpoint", checkpoint, "--preset", "s", "--out", str(tmp_path)]
     assert main(args) == 1
     assert "does not match preset 's'" in capsys.readouterr().out
+
+
+def test_espnet_init_param_loading_reproduces_icefall(golden, tmp_path):
+    from espnet2.torch_utils.load_pretrained_model import load_pretrained_model
+
+    written = convert(_save(golden, tmp_path), str(tmp_path / "out"))
+    conf = yaml.safe_load(Path(written["config"]).read_text())["encoder_conf"]
+    model = torch.nn.Module()
+    model.encoder = ZipformerEncoder(80, **conf)
+    load_pretrained_model(str(written["weights"]), model, ignore_init_mismatch=False, map_location="cpu")
+    with torch.no_grad():
+        out, olens, _ = model.encoder.eval()(golden["input"]["x"], golden["input"]["x_lens"])
+    torch.testing.assert_close(out, golden["output"]["encoder_out"], rtol=0, atol=1e-5)
+
+
+def _save(golden, tmp_path) -> str:
+    path = tmp_path / "pretrained.pt"
+    torch.save({"model": golden["state_dict"]}, path)
+    return str(path)

@@ -4,6 +4,7 @@ from hybrid_encoders.layers.zipformer_attention import (
     NonlinAttention,
     RelPositionAttentionWeights,
     SelfAttention,
+    add_relative_scores_,
     relative_to_absolute,
 )
 
@@ -58,3 +59,27 @@ def test_self_and_nonlin_attention_match_reference():
     na = NonlinAttention(8, hidden_channels=6).double().eval()
     s, u, y = na.in_proj(x).split(6, dim=-1)
     torch.testing.assert_close(na(x, weights[:, 0]), na.out_proj((weights[:, 0] @ (u * torch.tanh(s))) * y))
+
+
+def test_blockwise_relative_scores_equal_the_full_shift():
+    torch.manual_seed(0)
+    frames = 11
+    scores = torch.randn(2, 3, frames, frames, dtype=torch.float64)
+    p = torch.randn(2, 3, frames, 4, dtype=torch.float64)
+    positions = torch.randn(3, 4, 2 * frames - 1, dtype=torch.float64)
+    expected = scores + relative_to_absolute(torch.matmul(p, positions))
+    for block in (1, 3, 4, 11, 64):
+        torch.testing.assert_close(add_relative_scores_(scores.clone(), p, positions, block=block), expected)
+
+
+def test_gradient_and_inference_paths_agree():
+    torch.manual_seed(0)
+    module = RelPositionAttentionWeights(16, pos_dim=8, num_heads=2, query_head_dim=4, pos_head_dim=2).eval()
+    x = torch.randn(2, 300, 16)
+    pos_emb = torch.randn(599, 8)
+    mask = torch.zeros(2, 300, dtype=torch.bool)
+    mask[1, 250:] = True
+    with torch.no_grad():
+        inference = module(x, pos_emb, mask)
+    with_grad = module(x.requires_grad_(True), pos_emb, mask)
+    torch.testing.assert_close(inference, with_grad.detach(), rtol=1e-5, atol=1e-6)
