@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-retries", type=int, default=2, help="repeats of a run that lost its cores (harness)")
     parser.add_argument("--out", default="hybridformer_vs_squeezeformer.json")
     parser.add_argument("--memory-child", choices=["squeezeformer", "hybridformer"], help=argparse.SUPPRESS)
     parser.add_argument("--length", type=float, help=argparse.SUPPRESS)
@@ -135,7 +136,7 @@ def main() -> None:
                   {"nsr_mode": "deploy", "attention_types": "by_rate"}),
     ]
     settings = Settings(lengths_s=LENGTHS_S, batch=args.batch, threads=args.threads, runs=args.runs, warmup=1,
-                        modes=(INFERENCE,), matmul_size=0)
+                        modes=(INFERENCE,), matmul_size=0, max_retries=args.max_retries)
     timing = Benchmark(candidates, settings).run()
     rows = summarise(timing, memory, args.preset)
     print_table(rows, args.preset)

@@ -47,7 +47,8 @@ class HybridformerEncoder(SqueezeformerEncoder):
 
     Every key defaults to ``None``: the value of ``preset`` if it sets the key, else the base default of
     :attr:`DEFAULTS`. All Squeezeformer keys (``output_size``, ``num_blocks``, ``cnn_module_kernel``,
-    ``time_reduce_idx``, ``interctc_layer_idx``, ...) are accepted and mean the same.
+    ``time_reduce_idx``, ``interctc_layer_idx``, ...) are accepted and mean the same; ``attention_dropout_rate``
+    applies to the softmax blocks only (linear attention forms no attention weights; the authors' has no dropout).
 
     Args:
         input_size: feature dimension of the input (80 for fbank).
@@ -133,15 +134,16 @@ class HybridformerEncoder(SqueezeformerEncoder):
         heads = config["attention_heads"]
         if config["linear_attention_rope_dim"] is None and isinstance(heads, int) and heads > 0:
             config["linear_attention_rope_dim"] = config["output_size"] // heads // 2
-        config["nsr_candidates"] = list(config["nsr_candidates"])
-        rep_list = config["nsr_rep_list"]
-        if config["nsr_rep_alphas"] is None:
-            config["nsr_rep_alphas"] = copy.deepcopy(AUTHORS_REP_ALPHAS) if rep_list == AUTHORS_REP_LIST else None
+        if isinstance(config["nsr_candidates"], (list, tuple)):  # a copy: never alias the DEFAULTS list
+            config["nsr_candidates"] = list(config["nsr_candidates"])
+        rep_list, alphas = config["nsr_rep_list"], config["nsr_rep_alphas"]
         config["nsr_rep_list"] = cls._per_block(config, "nsr_rep_list", rep_list)
-        if config["nsr_rep_alphas"] is None:
+        if alphas is None and rep_list == AUTHORS_REP_LIST:
+            alphas = AUTHORS_REP_ALPHAS  # the searched weights that belong to the authors' list
+        if alphas is None:
             config["nsr_rep_alphas"] = [[1.0] * len(kernels) for kernels in config["nsr_rep_list"]]
         else:
-            config["nsr_rep_alphas"] = cls._per_block(config, "nsr_rep_alphas", config["nsr_rep_alphas"])
+            config["nsr_rep_alphas"] = cls._per_block(config, "nsr_rep_alphas", alphas)
 
     @staticmethod
     def _layout_type(layout: str, index: int, config: Dict[str, Any]) -> str:

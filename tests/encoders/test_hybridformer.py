@@ -86,6 +86,8 @@ def test_default_nsr_is_the_authors_searched_branches():
         ({"nsr_rep_list": [3, 5], "nsr_rep_alphas": [0.5]}, "nsr_rep_alphas"),
         ({"nsr_mode": "search", "nsr_candidates": []}, "nsr_candidates"),
         ({"nsr_candidates": [-1, 3]}, "nsr_candidates"),
+        ({"nsr_candidates": 3}, "nsr_candidates"),
+        ({"attention_types": 3}, "attention_types"),
         ({"rope": True}, "rope"),
     ],
 )
