@@ -65,7 +65,11 @@ def convert_state_dict(nemo_state: Mapping[str, torch.Tensor]) -> Dict[str, torc
     """NeMo state dict (the encoder's, or a whole model's with ``encoder.`` keys) -> our encoder's state dict."""
     if any(key.startswith("encoder.") for key in nemo_state):
         nemo_state = {key[len("encoder.") :]: value for key, value in nemo_state.items() if key.startswith("encoder.")}
-    return {rename_key(key): value for key, value in nemo_state.items()}
+    converted = {rename_key(key): value for key, value in nemo_state.items()}
+    for key, value in converted.items():
+        if ".conv_module.pointwise_conv" in key and key.endswith(".weight"):
+            converted[key] = value.squeeze(-1)  # NeMo's Conv1d (out, in, 1) -> our Linear (out, in)
+    return converted
 
 
 def encoder_config_from_nemo(nemo_config: Mapping[str, Any]) -> Tuple[int, Dict[str, Any]]:

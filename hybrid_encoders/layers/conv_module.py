@@ -40,7 +40,15 @@ class DepthwiseConvNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, C, T)."""
-        return self.norm(self.conv(x))
+        # As a (B, C, 1, T) image in channels-last memory the depthwise convolution runs an order of magnitude
+        # faster on CPU (oneDNN) than Conv1d's (B, C, T) path; a (B, C, T) view of (B, T, C) data, which is what
+        # ConvolutionModule passes, is already laid out that way, so no copy is made.
+        image = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        kernel = self.conv.weight.unsqueeze(2)  # (C, 1, 1, k)
+        y = nn.functional.conv2d(
+            image, kernel, self.conv.bias, padding=(0, self.conv.padding[0]), groups=self.conv.groups
+        )
+        return self.norm(y.squeeze(2))
 
 
 class ConvolutionModule(nn.Module):
@@ -57,15 +65,16 @@ class ConvolutionModule(nn.Module):
         super().__init__()
         self.glu = glu
         channels = d_model if glu else 2 * d_model  # GLU halves the pointwise output
-        self.pointwise_conv1 = nn.Conv1d(d_model, 2 * d_model, kernel_size=1)
+        # 1x1 convolutions over time, kept as Linear layers on (B, T, C) so no transposes are needed
+        self.pointwise_conv1 = nn.Linear(d_model, 2 * d_model)
         self.depthwise = build_depthwise(channels)
-        self.pointwise_conv2 = nn.Conv1d(channels, d_model, kernel_size=1)
+        self.pointwise_conv2 = nn.Linear(channels, d_model)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Paper (TF) initialisation: both pointwise convs U(-a, a), a = d^-1/2 (TF uses d for the second one too,
         although its fan-in is 2d); the depthwise stage resets itself."""
-        bound = self.pointwise_conv1.in_channels**-0.5
+        bound = self.pointwise_conv1.in_features**-0.5
         for layer in (self.pointwise_conv1, self.pointwise_conv2):
             nn.init.uniform_(layer.weight, -bound, bound)
             nn.init.uniform_(layer.bias, -bound, bound)
@@ -82,8 +91,9 @@ class ConvolutionModule(nn.Module):
         Returns:
             (B, T, d).
         """
-        x = self.pointwise_conv1(x.transpose(1, 2))  # (B, 2d, T)
-        x = nn.functional.glu(x, dim=1) if self.glu else nn.functional.silu(x)
-        x = x.masked_fill(~mask, 0.0)
-        x = nn.functional.silu(self.depthwise(x))
-        return self.pointwise_conv2(x).transpose(1, 2)
+        x = self.pointwise_conv1(x)  # (B, T, 2d)
+        x = nn.functional.glu(x, dim=-1) if self.glu else nn.functional.silu(x)
+        if not mask.all():
+            x = x.masked_fill(~mask.transpose(1, 2), 0.0)
+        x = nn.functional.silu(self.depthwise(x.transpose(1, 2)))  # (B, C, T) view of (B, T, C) memory
+        return self.pointwise_conv2(x.transpose(1, 2))

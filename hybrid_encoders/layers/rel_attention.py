@@ -41,7 +41,7 @@ class RelPositionMultiHeadedAttention(nn.Module):
         self.linear_pos = nn.Linear(n_feat, n_feat, bias=False)
         self.pos_bias_u = nn.Parameter(torch.zeros(n_head, self.d_k))
         self.pos_bias_v = nn.Parameter(torch.zeros(n_head, self.d_k))
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout_rate = dropout_rate
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -96,12 +96,18 @@ class RelPositionMultiHeadedAttention(nn.Module):
         k = self.linear_k(key).view(batch, -1, self.h, self.d_k).transpose(1, 2)  # (B, H, T, d_k)
         v = self.linear_v(value).view(batch, -1, self.h, self.d_k).transpose(1, 2)
         p = self.linear_pos(pos_emb).view(pos_emb.size(0), -1, self.h, self.d_k).transpose(1, 2)  # (1, H, 2T-1, d_k)
-        content = torch.matmul((q + self.pos_bias_u).transpose(1, 2), k.transpose(-2, -1))  # (B, H, T, T)
         position = self.rel_shift(torch.matmul((q + self.pos_bias_v).transpose(1, 2), p.transpose(-2, -1)))
-        scores = (content + position) / math.sqrt(self.d_k)
-        if mask is not None:
+        # The positional term enters scaled_dot_product_attention as an additive score bias, so the fused kernel
+        # computes softmax(((q + u) k^T + position) / sqrt(d_k)) v without materialising the content scores.
+        bias = position.to(v.dtype) / math.sqrt(self.d_k)
+        if mask is not None and not mask.all():
             # The most negative finite value, not -inf: a row without any valid key then stays finite.
-            scores = scores.masked_fill(~mask.unsqueeze(1), torch.finfo(scores.dtype).min)
-        weights = self.dropout(torch.softmax(scores, dim=-1))
-        context = torch.matmul(weights, v.to(weights.dtype))  # (B, H, T, d_k)
+            bias = bias.masked_fill(~mask.unsqueeze(1), torch.finfo(bias.dtype).min)
+        context = nn.functional.scaled_dot_product_attention(
+            (q + self.pos_bias_u).transpose(1, 2).to(v.dtype),
+            k.to(v.dtype),
+            v,
+            attn_mask=bias,
+            dropout_p=self.dropout_rate if self.training else 0.0,
+        )  # (B, H, T, d_k)
         return self.linear_out(context.transpose(1, 2).reshape(batch, length, self.h * self.d_k))

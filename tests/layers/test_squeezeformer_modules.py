@@ -31,7 +31,7 @@ def test_conv_module_channels_and_padding_invariance():
     paper = _randomise_norm(ConvolutionModule(8, build)).eval()
     glu = ConvolutionModule(8, build, glu=True)
     assert built == [16, 8]
-    assert paper.pointwise_conv2.in_channels == 16 and glu.pointwise_conv2.in_channels == 8
+    assert paper.pointwise_conv2.in_features == 16 and glu.pointwise_conv2.in_features == 8
     x = torch.randn(2, 12, 8)
     padded = x.clone()
     padded[1, 5:] = 1e3
@@ -46,13 +46,13 @@ def test_conv_module_is_the_paper_formula():
     module = _randomise_norm(ConvolutionModule(4, lambda c: DepthwiseConvNorm(c, 3))).eval()
     x = torch.randn(1, 6, 4)
     with torch.no_grad():
-        h = nn.functional.silu(x @ module.pointwise_conv1.weight[:, :, 0].T + module.pointwise_conv1.bias)
+        h = nn.functional.silu(x @ module.pointwise_conv1.weight.T + module.pointwise_conv1.bias)
         h = h.transpose(1, 2)
         h = nn.functional.conv1d(h, module.depthwise.conv.weight, module.depthwise.conv.bias, padding=1, groups=8)
         bn = module.depthwise.norm
         h = (h - bn.running_mean[:, None]) / torch.sqrt(bn.running_var[:, None] + bn.eps)
         h = nn.functional.silu(h * bn.weight[:, None] + bn.bias[:, None]).transpose(1, 2)
-        reference = h @ module.pointwise_conv2.weight[:, :, 0].T + module.pointwise_conv2.bias
+        reference = h @ module.pointwise_conv2.weight.T + module.pointwise_conv2.bias
         torch.testing.assert_close(module(x, _mask([6], 6)), reference, atol=1e-5, rtol=0)
 
 
