@@ -165,6 +165,12 @@ class _ConvNeXt(nn.Module):
         self.out_whiten = Whiten(1, 5.0, prob=(0.025, 0.25), grad_scale=0.01)
         self.reset_parameters()
 
+    def _inference(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval-mode forward, same values: channels-last layout, in which the depthwise 7x7 and the 1x1
+        convolutions run much faster on CPU, and an in-place residual."""
+        y = self.pointwise_conv1(self.depthwise_conv(x.contiguous(memory_format=torch.channels_last)))
+        return self.pointwise_conv2(self.activation(y)).add_(x)
+
     def reset_parameters(self) -> None:
         """icefall: default init, the last 1x1 convolution scaled by 0.01 (a near-identity block at start)."""
         self.pointwise_conv2.reset_parameters()
@@ -172,10 +178,10 @@ class _ConvNeXt(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, F) -> (B, C, T, F)."""
+        if not self.training:
+            return self._inference(x)
         y = self.hidden_balancer(self.pointwise_conv1(self.depthwise_conv(x)))
         y = self.pointwise_conv2(self.activation(y))
-        if not self.training:
-            return x + y
         drop_rate = float(self.layerdrop_rate)
         if drop_rate != 0.0:
             y = y * (torch.rand(x.size(0), 1, 1, 1, device=x.device) > drop_rate).to(y.dtype)

@@ -23,20 +23,25 @@ _SLOPE = 0.08
 
 
 def _swoosh_without_constant(x: torch.Tensor, offset: float) -> torch.Tensor:
+    """``softplus(x - offset) - 0.08 x``; in place on its own output when no gradient is needed."""
     out = F.softplus(x - offset)
-    return out.sub_(x, alpha=_SLOPE) if not out.requires_grad else out.sub(x, alpha=_SLOPE)
+    return out.sub(x, alpha=_SLOPE) if out.requires_grad else out.sub_(x, alpha=_SLOPE)
+
+
+def _swoosh(x: torch.Tensor, activation: str) -> torch.Tensor:
+    offset, constant = _SWOOSH[activation]
+    out = _swoosh_without_constant(x, offset)
+    return out - constant if out.requires_grad else out.sub_(constant)
 
 
 def swoosh_l(x: torch.Tensor) -> torch.Tensor:
     """SwooshL, elementwise."""
-    offset, constant = _SWOOSH["swoosh_l"]
-    return _swoosh_without_constant(x, offset) - constant
+    return _swoosh(x, "swoosh_l")
 
 
 def swoosh_r(x: torch.Tensor) -> torch.Tensor:
     """SwooshR, elementwise."""
-    offset, constant = _SWOOSH["swoosh_r"]
-    return _swoosh_without_constant(x, offset) - constant
+    return _swoosh(x, "swoosh_r")
 
 
 class SwooshL(nn.Module):
@@ -114,5 +119,4 @@ class SwooshLinear(nn.Module):
         hidden = _swoosh_without_constant(x, self.offset)
         if self.training:  # the folded constant must go through the dropout with the rest of the activation
             return F.linear(self.dropout(hidden - self.constant), self.weight, self.bias)
-        bias = self.bias - self.constant * self.weight.sum(dim=1)
-        return F.linear(hidden, self.weight, bias)
+        return F.linear(hidden, self.weight, self.bias - self.constant * self.weight.sum(dim=1))

@@ -147,7 +147,9 @@ class RelPositionAttentionWeights(nn.Module):
         if key_padding_mask is not None and bool(key_padding_mask.any()):
             padded = key_padding_mask[:, None, None, :]
             scores = scores.masked_fill(padded, MASKED_SCORE) if scores.requires_grad else scores.masked_fill_(padded, MASKED_SCORE)
-        return scores.softmax(dim=-1)
+        if scores.requires_grad:
+            return scores.softmax(dim=-1)
+        return torch.softmax(scores, dim=-1, out=scores)  # in place: no second (B, H, T, T) tensor at inference
 
 
 class SelfAttention(nn.Module):
