@@ -196,7 +196,9 @@ class SqueezeformerEncoder(AbsEncoder):
         self._output_size = d_model
 
         self.embed = build_subsampling("dw_striding", input_size, d_model, channels=config["subsampling_channels"])
-        self.xscale = math.sqrt(d_model)  # TF multiplies by sqrt(d) before the dropout and pre-LN (sec. 1.2 of notes)
+        # x sqrt(d) before the dropout and pre-LN as in TF/NeMo; with a LayerNorm next it only changes the LN's
+        # effective epsilon, but it is kept for exactness.
+        self.xscale = math.sqrt(d_model)
         self.input_dropout = nn.Dropout(config["dropout_rate"])
         self.pre_ln = nn.LayerNorm(d_model)
         self.pos_enc = RelPositionalEncoding(d_model)
@@ -290,10 +292,8 @@ class SqueezeformerEncoder(AbsEncoder):
             lambda channels: self._build_depthwise(block_index, channels, config["cnn_module_kernel"], config),
             glu=config["conv_glu"],
         )
-        return SqueezeformerBlock(
-            d_model, self._build_attention(block_index, config), conv_module, config["linear_units"],
-            config["dropout_rate"],
-        )
+        attention = self._build_attention(block_index, config)
+        return SqueezeformerBlock(d_model, attention, conv_module, config["linear_units"], config["dropout_rate"])
 
     def _build_attention(self, block_index: int, config: Dict[str, Any]) -> nn.Module:
         """The self-attention of block ``block_index``: called ``(q, k, v, pos_emb, mask) -> (B, T, d)``.
