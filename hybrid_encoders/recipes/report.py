@@ -103,7 +103,8 @@ def write_results(exp_dir: str, decode_dirs: Dict[str, str], output: str, descri
             rows.append([name, str(counts.sentences), str(counts.reference_length),
                          f"{100.0 * counts.correct / n:.1f}", f"{100.0 * counts.substitutions / n:.1f}",
                          f"{100.0 * counts.deletions / n:.1f}", f"{100.0 * counts.insertions / n:.1f}",
-                         f"{counts.error_rate:.1f}", f"{100.0 * counts.sentence_errors / max(counts.sentences, 1):.1f}"])
+                         f"{counts.error_rate:.1f}",
+                         f"{100.0 * counts.sentence_errors / max(counts.sentences, 1):.1f}"])
         lines += [f"## {unit.upper()}", ""] + _table(unit, rows) + [""]
     lines += ["## WER per speaker (voice)", ""]
     for name, directory in decode_dirs.items():

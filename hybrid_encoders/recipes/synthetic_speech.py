@@ -10,7 +10,7 @@ give byte-identical WAV files. Files that already exist are kept, which makes th
 
 Command line (used by ``egs/mini/asr1`` stage 1)::
 
-    python -m hybrid_encoders.recipes.synthetic_speech --data_dir data --audio_dir data/wav --corpus_size 2000
+    python -m hybrid_encoders.recipes.synthetic_speech --data_dir data --audio_dir data/audio --corpus_size 1800
 """
 
 import argparse
@@ -259,24 +259,19 @@ def prepare_corpus(data_dir: str, audio_dir: str, corpus_size: int, seed: int, n
     counts = {}
     for split in SPEAKERS:
         directory = os.path.join(data_dir, split)
-        write_data_dir(directory, (
-            Utterance(spec.utt_id, os.path.abspath(wav_path(audio_dir, spec)), normalize_transcript(spec.text),
-                      spec.speaker) for spec in specs if spec.split == split))
-        counts[split] = len(specs_in(specs, split)) - len(drop_unreadable_audio(directory))
+        rows = [Utterance(spec.utt_id, os.path.abspath(wav_path(audio_dir, spec)), normalize_transcript(spec.text),
+                          spec.speaker) for spec in specs if spec.split == split]
+        write_data_dir(directory, rows)
+        counts[split] = len(rows) - len(drop_unreadable_audio(directory))
     write_lhotse_manifests(specs, audio_dir, os.path.join(data_dir, "manifests"))
     return counts
-
-
-def specs_in(specs: Sequence[UtteranceSpec], split: str) -> List[UtteranceSpec]:
-    """The specs of one split."""
-    return [spec for spec in specs if spec.split == split]
 
 
 def main(argv: Sequence[str] = None) -> int:
     parser = argparse.ArgumentParser(description="Synthesise the eSpeak NG corpus of egs/mini/asr1.")
     parser.add_argument("--data_dir", required=True, help="where train/, dev/, test/ and manifests/ go")
     parser.add_argument("--audio_dir", required=True, help="where the WAV files go (<audio_dir>/<split>/*.wav)")
-    parser.add_argument("--corpus_size", type=int, default=2000, help="total utterances over all splits")
+    parser.add_argument("--corpus_size", type=int, default=1800, help="total utterances over all splits")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--nj", type=int, default=1, help="parallel synthesis processes")
     parser.add_argument("--backend", default="auto", choices=("auto", "program", "library"))

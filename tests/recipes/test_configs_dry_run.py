@@ -42,9 +42,10 @@ for kind, path in json.loads(sys.argv[1]):
             result.update(status="fail", reason=f"not asr_inference options: {unknown}")
         print(json.dumps(result), flush=True)
         continue
+    # choices() lists the registered names, plus None when the slot is optional ("decoder: none" for CTC only).
     missing = [f"{key}: {config[key]}" for key, choices in
                (("encoder", encoder_choices), ("decoder", decoder_choices), ("model", model_choices))
-               if key in config and config[key] not in choices.classes]
+               if key in config and str(config[key]).lower() not in [str(c).lower() for c in choices.choices()]]
     if missing:
         result.update(status="skip", reason="not registered (yet): " + ", ".join(missing))
         print(json.dumps(result), flush=True)

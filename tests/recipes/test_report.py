@@ -38,7 +38,8 @@ def test_write_results(tmp_path):
         keys = ["sentences", "reference_length", "correct", "substitutions", "deletions", "insertions",
                 "sentence_errors"]
         (decode / f"score_{unit}" / "counts.json").write_text(json.dumps(dict(zip(keys, counts), error_rate=0)))
-    (decode / "score_wer" / "per_speaker.tsv").write_text("speaker\tsentences\treference_length\twer\nf5\t2\t10\t40.00\n")
+    (decode / "score_wer" / "per_speaker.tsv").write_text(
+        "speaker\tsentences\treference_length\twer\nf5\t2\t10\t40.00\n")
     text = write_results(str(exp), {"test": str(decode)}, str(exp / "RESULTS.md"), ["config: x.yaml"])
     assert "|test|2|10|70.0|20.0|10.0|10.0|40.0|50.0|" in text
     assert "|test|2|50|90.0|6.0|4.0|0.0|10.0|50.0|" in text

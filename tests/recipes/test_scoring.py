@@ -62,7 +62,8 @@ def test_score_directory_writes_reports(tmp_path, caplog):
     per_speaker = (tmp_path / "out" / "score_wer" / "per_speaker.tsv").read_text().splitlines()
     assert per_speaker[1:] == ["a\t2\t4\t75.00", "b\t1\t2\t0.00"]
     assert (tmp_path / "out" / "score_wer" / "hyp.trn").read_text().splitlines()[0] == "HELLO WORD\t(a-a-1)"
-    assert (tmp_path / "out" / "score_cer" / "ref.trn").read_text().splitlines()[2] == "S E V E N _ T H I R T Y\t(b-b-1)"
+    cer_reference = (tmp_path / "out" / "score_cer" / "ref.trn").read_text().splitlines()
+    assert cer_reference[2] == "S E V E N _ T H I R T Y\t(b-b-1)"
     assert "id: a-1" in (tmp_path / "out" / "score_wer" / "alignments.txt").read_text()
     assert json.loads((tmp_path / "out" / "score_cer" / "counts.json").read_text())["sentences"] == 3
 

@@ -138,7 +138,9 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     banner 3 "collect feature statistics (${nj} jobs)"
     require data/.stage1.done 1
     require "${token_dir}/.done" 2
-    signature="$(cat "${token_dir}/.done") config=$(cksum < "${asr_config}")"
+    # As in asr.sh, the statistics are shared by every config: they depend only on the frontend (the same STFT and
+    # 80 mel bins in all conf/train_*.yaml). Remove ${asr_stats_dir} after changing a frontend_conf.
+    signature="$(cat "${token_dir}/.done")"
     if is_done "${asr_stats_dir}/.done" "${signature}"; then
         log "already done (${asr_stats_dir}/.done); skipping"
     else
@@ -175,7 +177,7 @@ fi
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     banner 4 "train ${asr_exp} (config ${asr_config})"
     require "${asr_stats_dir}/.done" 3
-    signature="$(cat "${asr_stats_dir}/.done") args=${asr_args}"
+    signature="$(cat "${asr_stats_dir}/.done") config=$(cksum < "${asr_config}") args=${asr_args}"
     if is_done "${asr_exp}/.done" "${signature}"; then
         log "already done (${asr_exp}/.done); skipping"
     else
