@@ -36,6 +36,14 @@ def noam_hold_annealing_lr(
     return max(min_lr, decayed)
 
 
+def _number(key: str, value) -> float:
+    """``value`` as a float; YAML reads ``1e-5`` (no dot) as a string, which is accepted here."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"noam_hold_annealing: {key} must be a number, got {value!r}") from None
+
+
 class NoamHoldAnnealing(LRScheduler, AbsBatchStepScheduler):
     """Warm-up, hold and polynomial decay, stepped once per optimizer update (ESPnet batch-step scheduler).
 
@@ -65,6 +73,7 @@ class NoamHoldAnnealing(LRScheduler, AbsBatchStepScheduler):
         for key, value, lowest in (("warmup_steps", warmup_steps, 1), ("hold_steps", hold_steps, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
                 raise ValueError(f"noam_hold_annealing: {key} must be an int >= {lowest}, got {value!r}")
+        decay_rate, min_lr = _number("decay_rate", decay_rate), _number("min_lr", min_lr)
         if not decay_rate > 0:
             raise ValueError(f"noam_hold_annealing: decay_rate must be > 0, got {decay_rate!r}")
         if not min_lr >= 0:

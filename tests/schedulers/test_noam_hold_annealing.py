@@ -73,9 +73,16 @@ def test_resume_from_state_dict_continues_identically():
         ({"hold_steps": -1}, "hold_steps"),
         ({"decay_rate": 0.0}, "decay_rate"),
         ({"min_lr": -1.0}, "min_lr"),
+        ({"min_lr": "tiny"}, "min_lr"),
         ({"warmup_steps": 10, "hold_steps": 10, "max_steps": 15}, "max_steps"),
     ],
 )
 def test_invalid_settings_name_the_key(settings, key):
     with pytest.raises(ValueError, match=key):
         NoamHoldAnnealing(_optimizer(), **settings)
+
+
+def test_yaml_style_string_numbers_are_accepted():
+    optimizer = _optimizer((1.0,))
+    scheduler = NoamHoldAnnealing(optimizer, warmup_steps=2, hold_steps=0, decay_rate="1.0", min_lr="1e-5")
+    assert scheduler.min_lr == 1e-5 and scheduler.decay_rate == 1.0
