@@ -83,7 +83,7 @@ def _run(tmp_path, config, model_path):
     return main(["reparameterize", "--config", str(config), "--model", str(model_path), "--out", str(out)]), out
 
 
-def test_errors_name_the_problem(tmp_path, capsys):
+def test_input_errors_name_the_option(tmp_path, capsys):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"encoder": "conformer", "encoder_conf": {}}))
     (tmp_path / "model.pth").write_bytes(b"")
@@ -91,7 +91,13 @@ def test_errors_name_the_problem(tmp_path, capsys):
     assert "'conformer'" in capsys.readouterr().err
     assert _run(tmp_path, tmp_path / "missing.yaml", tmp_path / "model.pth")[0] == 2
     assert "--config: no such file" in capsys.readouterr().err
+    config.write_text(yaml.safe_dump({"encoder": "hybridformer", "encoder_conf": {}}))
+    assert _run(tmp_path, config, tmp_path / "absent.pth")[0] == 2
+    assert "--model: no such file" in capsys.readouterr().err
 
+
+@pytest.mark.slow
+def test_nothing_to_fold_and_mismatched_checkpoint(tmp_path, capsys):
     model_dir = tmp_path / "off"
     model_dir.mkdir()
     _save_experiment(model_dir, {**ENCODER_CONF, "nsr_mode": "off"})
