@@ -315,11 +315,14 @@ def _cpu_model() -> str:
 
 
 def _summarise(cell: dict, flops: Optional[int], machine_gflops: Optional[float]):
-    """Median/min/max of the kept runs and the achieved GFLOP/s."""
+    """Median/min/max wall time and median CPU time of the kept runs, and the achieved GFLOP/s."""
     times = [run["wall_s"] for run in cell["runs"]]
     if not times:
         return
     cell["median_s"] = statistics.median(times)
+    # CPU seconds are far less sensitive than wall time to other processes taking the cores: on a busy machine they
+    # are the figure to compare with a quiet reference (which runs at cpu/wall ~ threads).
+    cell["median_cpu_s"] = statistics.median(run["cpu_s"] for run in cell["runs"])
     cell["min_s"], cell["max_s"] = min(times), max(times)
     cell["flagged_runs"] = sum(run["flagged"] for run in cell["runs"])
     cell["min_cpu_ratio"] = min(run["cpu_ratio"] for run in cell["runs"])

@@ -113,6 +113,7 @@ def test_json_schema_of_a_run_on_a_tiny_model(tmp_path):
         assert cell["status"] == "ok" and cell["note"] == "" and cell["frames"] == 30 and cell["batch"] == 2
         assert [run["wall_s"] for run in cell["runs"]] == pytest.approx([walls[cell["encoder"]]] * 2)
         assert cell["median_s"] == pytest.approx(statistics.median(run["wall_s"] for run in cell["runs"]))
+        assert cell["median_cpu_s"] == pytest.approx(2.0 * cell["median_s"])
         assert cell["flagged_runs"] == 0 and cell["min_cpu_ratio"] == pytest.approx(2.0)
         assert isinstance(cell["peak_bytes"], int) and cell["peak_bytes"] >= 0
         assert cell["process_peak_bytes"] >= cell["memory_before_bytes"] > 0
@@ -137,7 +138,8 @@ def test_json_schema_of_a_run_on_a_tiny_model(tmp_path):
     table = (tmp_path / "results.md").read_text()
     stack_row = next(line for line in table.splitlines() if line.startswith("| stack |"))
     # inference and training of the stack take 2x the baseline's (first encoder's) time
-    assert stack_row.split(" | ")[5] == "2.00" and stack_row.split(" | ")[9] == "2.00"
+    assert stack_row.split(" | ")[5] == "2.00" and stack_row.split(" | ")[10] == "2.00"
+    assert stack_row.split(" | ")[6] == "0.40" and stack_row.split(" | ")[11] == "0.40"  # CPU s: 0.2 s at ratio 2
 
 
 def test_flops_of_a_linear_stack_are_two_batch_time_in_out():
