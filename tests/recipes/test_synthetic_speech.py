@@ -5,6 +5,7 @@ import glob
 import hashlib
 import os
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -152,3 +153,25 @@ def test_unknown_voice_and_bad_parameters_are_named():
         synthesizer.synthesize("hello", "en-xx+m3", 150, 50)
     with pytest.raises(ValueError, match="rate"):
         synthesizer.synthesize("hello", "en-us+m3", 20, 50)
+
+
+def test_program_backend_passes_options_and_reads_stdout(tmp_path):
+    """EspeakProgram against a stand-in ``espeak-ng`` that echoes its arguments as a WAV on stdout."""
+    fake = tmp_path / "espeak-ng"
+    fake.write_text(f"""#!{sys.executable}
+import io, sys
+import numpy as np, soundfile
+args = sys.argv[1:]
+assert args[args.index("-v") + 1] == "en-us+f3" and args[args.index("-s") + 1] == "170"
+assert args[args.index("-p") + 1] == "40" and "--stdout" in args and args[-1] == "call one two"
+buffer = io.BytesIO()
+soundfile.write(buffer, np.arange(100, dtype=np.int16), 22050, format="WAV", subtype="PCM_16")
+sys.stdout.buffer.write(buffer.getvalue())
+""")
+    fake.chmod(0o755)
+    synthesizer = espeak.open_synthesizer("program", executable=str(fake))
+    samples, rate = synthesizer.synthesize("call one two", "en-us+f3", 170, 40)
+    assert rate == 22050 and samples.dtype == np.int16
+    assert np.array_equal(samples, np.arange(100, dtype=np.int16))
+    with pytest.raises(ValueError, match="failed"):
+        synthesizer.synthesize("other text", "en-us+f3", 170, 40)
