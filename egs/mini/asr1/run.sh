@@ -48,7 +48,7 @@ banner() {
 }
 # require PATH STAGE: a stage's input must exist, else say which stage makes it.
 require() { [ -e "$1" ] || die "$1 is missing: it is made by stage $2; run ./run.sh --stage $2 first"; }
-# done_marker FILE SIGNATURE: true when FILE holds SIGNATURE (the stage already ran with these options).
+# is_done FILE SIGNATURE: true when FILE holds SIGNATURE (the stage already ran with these options).
 is_done() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
 # run_jobs LOGDIR NAME N CMD...: run CMD with JOB replaced by 1..N in parallel, one log each; fail with a log tail.
 run_jobs() {
@@ -229,6 +229,8 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
               [ "${done_utts}" -gt 0 ] && log "  decoded ${done_utts}/${num_utts}, ETA $(( elapsed * (num_utts - done_utts) / done_utts ))s"
           done ) &
         progress_pid=$!
+        # Stop the progress loop however this script ends (a failed job exits through die).
+        trap 'kill "${progress_pid}" 2> /dev/null || true' EXIT
         # shellcheck disable=SC2086
         OMP_NUM_THREADS=1 run_jobs "${logdir}" asr_inference "${decode_jobs}" \
             "${python}" -m espnet2.bin.asr_inference --batch_size 1 --ngpu "${ngpu}" \
@@ -236,6 +238,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
             --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_asr_model}" \
             --output_dir "${logdir}/output.JOB" --config "${inference_config}" ${inference_args}
         kill "${progress_pid}" 2> /dev/null || true
+        trap - EXIT
         cat "${logdir}"/output.*/1best_recog/text | sort > "${decode_dir}/text"
         log "${set_name}: decoded in $(( SECONDS - decode_start ))s -> ${decode_dir}/text"
         echo "${signature}" > "${decode_dir}/.done"
