@@ -1,11 +1,7 @@
-"""Conv module, time reduction/recovery and scale-bias: the padding-safety and shape contracts the encoder relies on."""
-
 import torch
 from torch import nn
 
 from hybrid_encoders.layers.conv_module import ConvolutionModule, DepthwiseConvNorm
-from hybrid_encoders.layers.scale_bias import ScaleBias
-from hybrid_encoders.layers.time_reduction import TimeReduction, TimeRecovery, reduced_lengths
 
 
 def _mask(lengths, frames):
@@ -54,36 +50,3 @@ def test_conv_module_is_the_paper_formula():
         h = nn.functional.silu(h * bn.weight[:, None] + bn.bias[:, None]).transpose(1, 2)
         reference = h @ module.pointwise_conv2.weight.T + module.pointwise_conv2.bias
         torch.testing.assert_close(module(x, _mask([6], 6)), reference, atol=1e-5, rtol=0)
-
-
-def test_time_reduction_lengths_and_padding_invariance():
-    torch.manual_seed(0)
-    reduction = TimeReduction(6)
-    assert reduced_lengths(torch.tensor([1, 2, 3, 4, 9])).tolist() == [1, 1, 2, 2, 5]
-    for frames in (1, 2, 5, 8, 11):
-        assert reduction(torch.randn(1, frames, 6), _mask([frames], frames)).shape == (1, (frames + 1) // 2, 6)
-    x = torch.randn(1, 9, 6)
-    padded = torch.cat([x, torch.full((1, 6, 6), 50.0)], dim=1)
-    with torch.no_grad():
-        alone = reduction(x, _mask([9], 9))
-        batched = reduction(padded, _mask([9], 15))
-    torch.testing.assert_close(batched[:, :5], alone, atol=1e-5, rtol=0)
-
-
-def test_time_recovery_repeats_projects_and_adds_skip():
-    recovery = TimeRecovery(3)
-    reduced = torch.randn(1, 3, 3)
-    skip = torch.randn(1, 5, 3)
-    expected = skip + torch.stack([reduced[0, t // 2] for t in range(5)]) @ recovery.linear.weight.T
-    expected = expected + recovery.linear.bias
-    torch.testing.assert_close(recovery(reduced, skip), expected)
-
-
-def test_scale_bias_starts_as_identity_and_is_per_channel():
-    layer = ScaleBias(3)
-    x = torch.randn(2, 4, 3)
-    torch.testing.assert_close(layer(x), x)
-    with torch.no_grad():
-        layer.scale.copy_(torch.tensor([1.0, 2.0, 3.0]))
-        layer.bias.copy_(torch.tensor([0.0, 1.0, -1.0]))
-    torch.testing.assert_close(layer(x), x * torch.tensor([1.0, 2.0, 3.0]) + torch.tensor([0.0, 1.0, -1.0]))
