@@ -320,8 +320,6 @@ def _summarise(cell: dict, flops: Optional[int], machine_gflops: Optional[float]
     if not times:
         return
     cell["median_s"] = statistics.median(times)
-    # CPU seconds are far less sensitive than wall time to other processes taking the cores: on a busy machine they
-    # are the figure to compare with a quiet reference (which runs at cpu/wall ~ threads).
     cell["median_cpu_s"] = statistics.median(run["cpu_s"] for run in cell["runs"])
     cell["min_s"], cell["max_s"] = min(times), max(times)
     cell["flagged_runs"] = sum(run["flagged"] for run in cell["runs"])

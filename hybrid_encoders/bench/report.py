@@ -26,10 +26,6 @@ def _seconds(cell: Optional[dict]) -> str:
     return f"{cell['median_s']:.3f} ({cell['min_s']:.3f}–{cell['max_s']:.3f})"
 
 
-def _cpu_seconds(cell: Optional[dict]) -> str:
-    return f"{cell['median_cpu_s']:.2f}" if cell and "median_cpu_s" in cell else ""
-
-
 def _ratio(cell: Optional[dict], baseline: Optional[dict]) -> str:
     if not cell or not baseline or "median_s" not in cell or "median_s" not in baseline:
         return ""
@@ -76,14 +72,12 @@ def markdown_table(result: dict) -> str:
             else "Machine GFLOP/s not measured. "
         )
         + "GFLOPs per utterance (FlopCounterMode: matmuls and convolutions, 2 FLOPs per multiply-accumulate); "
-        "CPU s = median process CPU time of a run (all threads; robust to other processes taking the cores); "
         "peak MB = memory growth during one run over what the process held before it; "
         f"×{baseline} = time relative to {baseline} at the same length.",
         "",
-        "| encoder | params (M) | length (s) | fwd GFLOPs | inference s | ×base | inf. CPU s | inf. peak MB "
-        "| fwd GFLOP/s (% of matmul) | training s | ×base | train. CPU s | train. peak MB | fwd+bwd GFLOPs "
-        "| min cpu/wall | flagged runs | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| encoder | params (M) | length (s) | fwd GFLOPs | inference s | ×base | inf. peak MB | fwd GFLOP/s (% of matmul) "
+        "| training s | ×base | train. peak MB | fwd+bwd GFLOPs | min cpu/wall | flagged runs | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for encoder in result["encoders"]:
         label = encoder["label"]
@@ -100,12 +94,10 @@ def markdown_table(result: dict) -> str:
                 _gflops(inference, batch),
                 _seconds(inference),
                 _ratio(inference, cells.get((baseline, length, INFERENCE))),
-                _cpu_seconds(inference),
                 _megabytes(inference),
                 _efficiency(inference),
                 _seconds(training),
                 _ratio(training, cells.get((baseline, length, TRAINING))),
-                _cpu_seconds(training),
                 _megabytes(training),
                 _gflops(training, batch),
                 f"{min(ratios):.2f}" if ratios else "",
