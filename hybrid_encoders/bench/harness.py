@@ -1,6 +1,7 @@
 """Measure encoders side by side: inference and training time, peak memory, FLOPs and parameters.
 
-Protocol (the one the reference figures in /work/shared/research were taken with, made robust for a shared machine):
+Protocol (the one the upstream reference figures in docs/benchmarks.md were taken with, made robust for a shared
+machine):
 
 * input: ``batch`` random N(0, 1) feature sequences of ``round(length_s * frame_rate_hz)`` frames, all full length;
 * inference: ``model.eval()`` under ``torch.no_grad()``; training: ``model.train()``, forward, backward of the mean
@@ -294,13 +295,18 @@ def environment(settings: Settings) -> dict:
         "threads": torch.get_num_threads(),
         "device": settings.device,
         "device_name": torch.cuda.get_device_name() if settings.device == "cuda" else _cpu_model(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average_start": _load_average(),
         "argv": sys.argv,
     }
     for package in ("espnet", "hybrid_encoders"):
         module = sys.modules.get(package)
         env[f"{package}_version"] = getattr(module, "__version__", None)
     return env
+
+
+def _load_average() -> Optional[List[float]]:
+    """1, 5 and 15 minute load averages: above the core count, other processes competed for the CPU."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
 def _cpu_model() -> str:
@@ -354,6 +360,7 @@ class Benchmark:
         settings = self.settings
         torch.set_num_threads(settings.threads)
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        env = environment(settings)
         machine = {"matmul_size": settings.matmul_size, "matmul_gflops": []}
         if settings.matmul_size:
             machine["matmul_gflops"].append(measure_matmul_gflops(settings.matmul_size, settings.device))
@@ -376,7 +383,7 @@ class Benchmark:
             "schema": SCHEMA,
             "started": started,
             "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "environment": environment(settings),
+            "environment": {**env, "load_average_end": _load_average()},
             "settings": dataclasses.asdict(settings),
             "machine": machine,
             "memory_note": probe.note if probe else "",

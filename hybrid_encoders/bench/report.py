@@ -51,6 +51,11 @@ def _efficiency(cell: Optional[dict]) -> str:
     return f"{cell['gflops_per_s']:.1f}{share}"
 
 
+def _load(env: dict, when: str) -> str:
+    load = env.get(f"load_average_{when}")
+    return f"{load[0]:.1f}" if load else "unknown"
+
+
 def markdown_table(result: dict) -> str:
     """One row per encoder and length; ratios are against the first encoder at the same length."""
     env, settings, machine = result["environment"], result["settings"], result["machine"]
@@ -65,7 +70,9 @@ def markdown_table(result: dict) -> str:
     )
     lines = [
         f"torch {env['torch']}, {env['device_name']} ({env['device']}), {settings['threads']} threads, batch {batch}, "
-        f"{settings['feature_dim']}-dim features at {settings['frame_rate_hz']:g} Hz, {protocol}, {result['started']}.",
+        f"{settings['feature_dim']}-dim features at {settings['frame_rate_hz']:g} Hz, {protocol}, {result['started']} "
+        f"to {result['finished']}, 1-min load average {_load(env, 'start')} at the start and {_load(env, 'end')} at "
+        f"the end ({env['cpu_count']} cores).",
         (
             f"Machine: {matmul:.1f} GFLOP/s on a {machine['matmul_size']}² fp32 matmul. "
             if matmul

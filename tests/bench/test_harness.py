@@ -89,7 +89,7 @@ def test_json_schema_of_a_run_on_a_tiny_model(tmp_path):
     assert clock.attempts == [] and clock.pending is None
 
     assert result["schema"] == "hybrid-encoders-bench/1"
-    for key in ("torch", "threads", "cpu_model", "device", "device_name", "python"):
+    for key in ("torch", "threads", "cpu_model", "device", "device_name", "python", "load_average_start", "load_average_end"):
         assert key in result["environment"]
     assert result["environment"]["torch"] == torch.__version__
     assert result["environment"]["threads"] == 2 and result["environment"]["device"] == "cpu"
