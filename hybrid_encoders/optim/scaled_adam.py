@@ -111,6 +111,8 @@ class ScaledAdam(torch.optim.Optimizer):
 
     def _split_names(self, params) -> List[dict]:
         """Turn named parameters into plain ones, remembering the names in :attr:`param_names`."""
+        if isinstance(params, torch.Tensor):
+            raise TypeError(f"{NAME}: params must be an iterable of tensors or of parameter groups, got one tensor")
         items = list(params)
         if items and not isinstance(items[0], dict):
             items = [{"params": items}]
