@@ -53,7 +53,9 @@ def extract_encoder_state(checkpoint: Mapping[str, Any]) -> Dict[str, torch.Tens
         raise ValueError("icefall checkpoint: 'model' is not a state dict")
     state = {key[len("module.") :] if key.startswith("module.") else key: value for key, value in state.items()}
     encoder_state = {
-        key: value for key, value in state.items() if key.startswith(("encoder_embed.", "encoder.")) and torch.is_tensor(value)
+        key: value
+        for key, value in state.items()
+        if key.startswith(("encoder_embed.", "encoder.")) and torch.is_tensor(value)
     }
     if not any(key.startswith("encoder.encoders.") for key in encoder_state):
         raise ValueError("icefall checkpoint: no 'encoder.encoders.*' tensors found (is this a Zipformer model?)")

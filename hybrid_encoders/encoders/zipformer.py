@@ -134,7 +134,9 @@ class ZipformerLayer(nn.Module):
         super().__init__()
         self.bypass = BypassModule(embed_dim)  # its skip_rate (layer drop) is set by the stack
         self.bypass_mid = BypassModule(embed_dim)
-        self.self_attn_weights = RelPositionAttentionWeights(embed_dim, pos_dim, num_heads, query_head_dim, pos_head_dim)
+        self.self_attn_weights = RelPositionAttentionWeights(
+            embed_dim, pos_dim, num_heads, query_head_dim, pos_head_dim
+        )
         self.self_attn1 = SelfAttention(embed_dim, num_heads, value_head_dim)
         self.self_attn2 = SelfAttention(embed_dim, num_heads, value_head_dim)
         self.feed_forward1 = ZipformerFeedForward(embed_dim, (feedforward_dim * 3) // 4, dropout)

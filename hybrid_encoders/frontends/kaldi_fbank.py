@@ -50,7 +50,8 @@ class KaldiFbankFrontend(AbsFrontend):
         super().__init__()
         if isinstance(fs, str):
             fs = humanfriendly.parse_size(fs)
-        for key, value in (("fs", fs), ("n_mels", n_mels), ("frame_length", frame_length), ("frame_shift", frame_shift)):
+        sizes = (("fs", fs), ("n_mels", n_mels), ("frame_length", frame_length), ("frame_shift", frame_shift))
+        for key, value in sizes:
             if not value > 0:
                 raise ValueError(f"kaldi_fbank: {key} must be > 0, got {value!r}")
         if dither < 0:
@@ -88,7 +89,9 @@ class KaldiFbankFrontend(AbsFrontend):
         if input_lengths.dim() != 1 or input_lengths.size(0) != input.size(0):
             raise ValueError(f"kaldi_fbank: input_lengths must have shape ({input.size(0)},)")
         if input_lengths.numel() and (int(input_lengths.max()) > input.size(1) or int(input_lengths.min()) < 0):
-            raise ValueError(f"kaldi_fbank: input_lengths must lie in [0, {input.size(1)}], got {input_lengths.tolist()}")
+            raise ValueError(
+                f"kaldi_fbank: input_lengths must lie in [0, {input.size(1)}], got {input_lengths.tolist()}"
+            )
         if input_lengths.numel() and int(input_lengths.min()) < self.min_samples:
             raise ValueError(
                 f"kaldi_fbank: an utterance has {int(input_lengths.min())} samples, fewer than the "

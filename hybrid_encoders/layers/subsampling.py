@@ -161,7 +161,9 @@ class _ConvNeXt(nn.Module):
         self.hidden_balancer = Balancer(
             hidden, channel_dim=1, min_positive=0.3, max_positive=1.0, min_abs=0.75, max_abs=5.0
         )
-        self.out_balancer = Balancer(channels, channel_dim=1, min_positive=0.4, max_positive=0.6, min_abs=1.0, max_abs=6.0)
+        self.out_balancer = Balancer(
+            channels, channel_dim=1, min_positive=0.4, max_positive=0.6, min_abs=1.0, max_abs=6.0
+        )
         self.out_whiten = Whiten(1, 5.0, prob=(0.025, 0.25), grad_scale=0.01)
         self.reset_parameters()
 

@@ -36,7 +36,9 @@ def relative_to_absolute(scores: torch.Tensor) -> torch.Tensor:
     )
 
 
-def add_relative_scores_(scores: torch.Tensor, p: torch.Tensor, positions: torch.Tensor, block: int = 256) -> torch.Tensor:
+def add_relative_scores_(
+    scores: torch.Tensor, p: torch.Tensor, positions: torch.Tensor, block: int = 256
+) -> torch.Tensor:
     """``scores[..., i, j] += p[..., i, :] . positions[..., :, (T - 1) + j - i]`` in place, block by block.
 
     The direct route materialises all 2T - 1 offsets for every query, a (B, H, T, 2T - 1) tensor twice the size of
@@ -146,7 +148,10 @@ class RelPositionAttentionWeights(nn.Module):
             scores = penalize_abs_values_gt(scores, limit=25.0, penalty=1e-4)
         if key_padding_mask is not None and bool(key_padding_mask.any()):
             padded = key_padding_mask[:, None, None, :]
-            scores = scores.masked_fill(padded, MASKED_SCORE) if scores.requires_grad else scores.masked_fill_(padded, MASKED_SCORE)
+            if scores.requires_grad:
+                scores = scores.masked_fill(padded, MASKED_SCORE)
+            else:
+                scores.masked_fill_(padded, MASKED_SCORE)
         if scores.requires_grad:
             return scores.softmax(dim=-1)
         return torch.softmax(scores, dim=-1, out=scores)  # in place: no second (B, H, T, T) tensor at inference
