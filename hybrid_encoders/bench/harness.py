@@ -336,6 +336,20 @@ def _summarise(cell: dict, flops: Optional[int], machine_gflops: Optional[float]
             cell["efficiency"] = cell["gflops_per_s"] / machine_gflops
 
 
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _result(header: dict, cells: List[dict], complete: bool) -> dict:
+    """The JSON-ready result: ``header`` (schema, environment, settings, machine, encoders) plus the summarised cells."""
+    best = max(header["machine"]["matmul_gflops"], default=None)
+    header["machine"]["matmul_gflops_best"] = best
+    for cell in cells:
+        _summarise(cell, cell.get("flops"), best)
+    environment_now = {**header["environment"], "load_average_end": _load_average()}
+    return {**header, "environment": environment_now, "finished": _now(), "complete": complete, "cells": list(cells)}
+
+
 class Benchmark:
     """Runs the protocol of the module docstring over ``candidates`` and returns every number as a JSON-ready dict.
 
@@ -356,12 +370,19 @@ class Benchmark:
         self.clock = clock or SystemClock()
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
 
-    def run(self) -> dict:
+    def run(self, on_length: Optional[Callable[[dict], None]] = None) -> dict:
+        """Measure everything; ``on_length(partial_result)`` is called after each length but the last, so that a
+        long run that is stopped still leaves its numbers (``"complete": False``)."""
         settings = self.settings
         torch.set_num_threads(settings.threads)
-        started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-        env = environment(settings)
         machine = {"matmul_size": settings.matmul_size, "matmul_gflops": []}
+        header = {
+            "schema": SCHEMA,
+            "started": _now(),
+            "environment": environment(settings),
+            "settings": dataclasses.asdict(settings),
+            "machine": machine,
+        }
         if settings.matmul_size:
             machine["matmul_gflops"].append(measure_matmul_gflops(settings.matmul_size, settings.device))
         models, encoders = {}, []
@@ -371,25 +392,15 @@ class Benchmark:
             encoders.append({"label": candidate.label, **candidate.info, "params": count_parameters(model)})
             self.log(f"built {candidate.label}: {encoders[-1]['params']:,} parameters")
         probe = None if settings.flops_only else MemoryProbe(settings.device)
+        header.update(memory_note=probe.note if probe else "", encoders=encoders)
         cells = []
-        for length_s in settings.lengths_s:
+        for index, length_s in enumerate(settings.lengths_s):
             cells.extend(self._length(length_s, models, probe))
+            if on_length is not None and index + 1 < len(settings.lengths_s):
+                on_length(_result(header, cells, complete=False))
         if settings.matmul_size:
             machine["matmul_gflops"].append(measure_matmul_gflops(settings.matmul_size, settings.device))
-        machine["matmul_gflops_best"] = max(machine["matmul_gflops"], default=None)
-        for cell in cells:
-            _summarise(cell, cell.get("flops"), machine["matmul_gflops_best"])
-        return {
-            "schema": SCHEMA,
-            "started": started,
-            "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "environment": {**env, "load_average_end": _load_average()},
-            "settings": dataclasses.asdict(settings),
-            "machine": machine,
-            "memory_note": probe.note if probe else "",
-            "encoders": encoders,
-            "cells": cells,
-        }
+        return _result(header, cells, complete=True)
 
     def _length(self, length_s: float, models: Dict[str, torch.nn.Module], probe: Optional["MemoryProbe"]) -> List[dict]:
         """All cells of one input length: FLOPs of every encoder, then each mode's alternating measurement."""

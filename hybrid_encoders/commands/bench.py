@@ -87,10 +87,13 @@ def run(args: argparse.Namespace) -> int:
         )
         for spec in specs
     ]
-    result = Benchmark(candidates, settings).run()
-    result["notes"] = notes
     out = args.out or pathlib.Path("bench_results") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    written = write_report(result, out, plots=not args.no_plots)
+
+    def write(result: dict, plots: bool):
+        return write_report({**result, "notes": notes}, out, plots=plots)
+
+    result = Benchmark(candidates, settings).run(on_length=lambda partial: write(partial, plots=False))
+    written = write(result, plots=not args.no_plots)
     print(markdown_table(result))
     print("wrote " + ", ".join(str(path) for path in written), file=sys.stderr)
     return 0

@@ -88,7 +88,7 @@ def test_json_schema_of_a_run_on_a_tiny_model(tmp_path):
     result = run_quietly(candidates, quiet_settings(), clock)
     assert clock.attempts == [] and clock.pending is None
 
-    assert result["schema"] == "hybrid-encoders-bench/1"
+    assert result["schema"] == "hybrid-encoders-bench/1" and result["complete"] is True
     for key in ("torch", "threads", "cpu_model", "device", "device_name", "python", "load_average_start", "load_average_end"):
         assert key in result["environment"]
     assert result["environment"]["torch"] == torch.__version__
@@ -228,7 +228,11 @@ def test_out_of_memory_cell_is_recorded_and_the_rest_continues():
         Candidate("small", lambda input_size: LinearStack([input_size, 4])),
     ]
     settings = quiet_settings(lengths_s=(0.3, 0.5), modes=("inference",), matmul_size=0)
-    result = run_quietly(candidates, settings, ScriptedClock([(0.1, 2.0)] * 9))
+    partials = []
+    benchmark = Benchmark(candidates, settings, clock=ScriptedClock([(0.1, 2.0)] * 9), log=lambda line: None)
+    result = benchmark.run(on_length=partials.append)
+    assert [(p["complete"], [c["length_s"] for c in p["cells"]]) for p in partials] == [(False, [0.3, 0.3])]
+    assert result["complete"] is True
     status = {(c["encoder"], c["length_s"]): (c["status"], len(c["runs"])) for c in result["cells"]}
     assert status == {("big", 0.3): ("ok", 2), ("small", 0.3): ("ok", 2), ("big", 0.5): ("oom", 0), ("small", 0.5): ("ok", 2)}
     oom = next(c for c in result["cells"] if c["status"] == "oom")
@@ -283,3 +287,20 @@ def test_bench_command_reports_a_bad_name_and_exits_2(capsys, tmp_path):
     assert bench_command.run(args) == 2
     assert "unknown encoder 'transformer'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_bench_command_writes_the_report_of_an_espnet_baseline(tmp_path):
+    parser = argparse.ArgumentParser()
+    bench_command.add_arguments(parser)
+    out = tmp_path / "out"
+    argv = ["--encoders", "conformer:ls100", "--lengths", "0.05", "0.2", "--mode", "inference", "--flops-only"]
+    assert bench_command.run(parser.parse_args(argv + ["--no-plots", "--out", str(out)])) == 0
+    assert sorted(path.name for path in out.iterdir()) == ["results.json", "results.md"]
+    result = json.loads((out / "results.json").read_text())
+    assert result["complete"] is True and result["notes"] == []
+    (encoder,) = result["encoders"]
+    assert (encoder["label"], encoder["source"], encoder["config"]["output_size"]) == ("conformer:ls100", "espnet", 256)
+    short, fine = result["cells"]
+    assert short["status"] == "skipped" and "(5 < 7)" in short["note"]
+    # conv2d subsampling: ((20 - 1) // 2 - 1) // 2 = 4 frames
+    assert fine["status"] == "ok" and fine["output_shape"] == [2, 4, 256] and fine["flops"] > 0
