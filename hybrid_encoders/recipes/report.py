@@ -49,6 +49,7 @@ def plot_curves(epochs: Dict[int, Dict[str, Dict[str, float]]], output_png: str,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if not epochs:
         raise ValueError("no 'Nepoch results' lines in the training log: did the first epoch finish?")
@@ -60,6 +61,7 @@ def plot_curves(epochs: Dict[int, Dict[str, Dict[str, float]]], output_png: str,
             if points:
                 axis.plot([p[0] for p in points], [p[1] for p in points], style, label=split)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
         axis.legend()

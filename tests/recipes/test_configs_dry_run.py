@@ -1,6 +1,6 @@
-"""Every recipe YAML under egs/ passes ESPnet's own checks with the plugin installed.
+"""Every YAML under egs/ (recipes) and conf/ (presets) passes ESPnet's own checks with the plugin installed.
 
-Training configs (``train_*.yaml``) go through ``asr_train --dry_run true --iterator_type none``, which parses the
+Training configs (every file not named ``decode*.yaml``) go through ``asr_train --dry_run true --iterator_type none``, which parses the
 YAML with ESPnet's argument parser and builds the model, optimizer and scheduler. Decoding configs
 (``decode_*.yaml``) must only use options of ``asr_inference``. All configs are checked in ONE Python subprocess
 (``import espnet2.tasks.asr`` takes 10-25 s), a config whose encoder or model class is not registered is skipped
@@ -16,10 +16,11 @@ import sys
 import pytest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-CONFIGS = sorted(os.path.relpath(path, REPO)
-                 for path in glob.glob(os.path.join(REPO, "egs", "*", "asr1", "conf", "**", "*.yaml"), recursive=True))
-TRAIN_CONFIGS = [c for c in CONFIGS if os.path.basename(c).startswith("train_")]
-DECODE_CONFIGS = [c for c in CONFIGS if os.path.basename(c).startswith("decode_")]
+CONFIGS = sorted(os.path.relpath(path, REPO) for pattern in (("egs", "*", "asr1", "conf", "**", "*.yaml"),
+                                                              ("conf", "**", "*.yaml"))
+                 for path in glob.glob(os.path.join(REPO, *pattern), recursive=True))
+DECODE_CONFIGS = [c for c in CONFIGS if os.path.basename(c).startswith("decode")]
+TRAIN_CONFIGS = [c for c in CONFIGS if c not in DECODE_CONFIGS]
 
 CHECKER = r"""
 import contextlib, io, json, logging, sys, tempfile, traceback
