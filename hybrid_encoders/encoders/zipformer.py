@@ -277,7 +277,7 @@ class DownsampledZipformerStack(nn.Module):
 class ZipformerStacks(nn.Module):
     """The six (or more) stacks, the channel-wise merge and the final 2x downsampling (icefall Zipformer2).
 
-    Shapes: ``forward(x (B, T, C_0), lengths (B,), key_padding_mask (B, T))`` ->
+    Shapes: ``forward(x (B, T, C_0), lengths (B,), key_padding_mask (B, T) or None)`` ->
     ``((B, (T + 1) // 2, max(C)), (lengths + 1) // 2)``.
     """
 
@@ -327,7 +327,7 @@ class ZipformerStacks(nn.Module):
         return torch.cat(pieces, dim=-1)
 
     def forward(
-        self, x: torch.Tensor, lengths: torch.Tensor, key_padding_mask: torch.Tensor
+        self, x: torch.Tensor, lengths: torch.Tensor, key_padding_mask: Optional[torch.Tensor]
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         if self.training:
             masks = feature_masks(
@@ -337,7 +337,8 @@ class ZipformerStacks(nn.Module):
             masks = [None] * len(self.encoders)
         outputs = []
         for stack, factor, dim, mask in zip(self.encoders, self.downsampling_factor, self.encoder_dim, masks):
-            x = stack(_convert_num_channels(x, dim), key_padding_mask[:, ::factor], mask)
+            stack_mask = None if key_padding_mask is None else key_padding_mask[:, ::factor]
+            x = stack(_convert_num_channels(x, dim), stack_mask, mask)
             outputs.append(x)
         x = self.downsample_output(self._full_dim_output(outputs))
         return x, torch.div(lengths + 1, 2, rounding_mode="floor")
@@ -507,5 +508,7 @@ class ZipformerEncoder(AbsEncoder):
             self._count_optimizer_step()
         xs_pad = xs_pad[:, : int(ilens.max())]
         x, lengths = self.encoder_embed(xs_pad, ilens)
-        x, olens = self.encoder(x, lengths, make_pad_mask(lengths, x.size(1)))
+        padding = make_pad_mask(lengths, x.size(1))
+        # without padding every mask operation is a no-op: skip them all (one check per forward)
+        x, olens = self.encoder(x, lengths, padding if bool(padding.any()) else None)
         return x, olens, None

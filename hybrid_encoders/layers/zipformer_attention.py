@@ -146,7 +146,7 @@ class RelPositionAttentionWeights(nn.Module):
 
         if self.training and random.random() < 0.1:
             scores = penalize_abs_values_gt(scores, limit=25.0, penalty=1e-4)
-        if key_padding_mask is not None and bool(key_padding_mask.any()):
+        if key_padding_mask is not None:
             padded = key_padding_mask[:, None, None, :]
             if scores.requires_grad:
                 scores = scores.masked_fill(padded, MASKED_SCORE)

@@ -160,3 +160,14 @@ def test_espnet_initialization_restores_icefall_init():
     bound = (1 / layer.self_attn1.out_proj.in_features) ** 0.5
     assert float(layer.self_attn1.out_proj.weight.abs().max()) <= 0.05 * bound
     assert float(encoder.encoder_embed.convnext.pointwise_conv2.weight.abs().max()) <= 0.01 * (1 / 384) ** 0.5
+
+
+def test_unpadded_batch_skips_masking_with_identical_results():
+    encoder = tiny().eval()
+    xs, ilens = torch.randn(2, 60, 80), torch.tensor([60, 60])
+    with torch.no_grad():
+        out, olens, _ = encoder(xs, ilens)  # no padding: the stacks get key_padding_mask=None
+        embedded, lengths = encoder.encoder_embed(xs, ilens)
+        all_valid = torch.zeros(2, embedded.size(1), dtype=torch.bool)
+        masked, _ = encoder.encoder(embedded, lengths, all_valid)
+    torch.testing.assert_close(out, masked, rtol=0, atol=1e-6)
