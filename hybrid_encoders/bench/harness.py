@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
-from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_backward_flop_count, sdpa_flop_count
 
 SCHEMA = "hybrid-encoders-bench/1"
 INFERENCE = "inference"
@@ -232,9 +232,28 @@ def _conv_backward_flops(
     return forward * (int(output_mask[0]) + int(output_mask[1]))
 
 
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *_args, out_shape=None, **_kwargs) -> int:
+    """FLOPs of the CPU kernel behind ``scaled_dot_product_attention``: the two matmuls ``q k^T`` and ``p v``."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_sdpa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *_args, out_shape=None, **_kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+# Formulas that torch 2.11's FlopCounterMode gets wrong or lacks: without the two CPU attention kernels, every
+# encoder that calls F.scaled_dot_product_attention on CPU would have its attention counted as 0 FLOPs.
+_FLOP_FORMULAS = {
+    torch.ops.aten.convolution_backward: _conv_backward_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flops,
+}
+
+
 def count_flops(step: Callable[[], torch.Tensor]) -> Tuple[int, torch.Tensor]:
-    """FLOPs (2 per multiply-accumulate, matmuls and convolutions) of one call of ``step``, and its output."""
-    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops})
+    """FLOPs (2 per multiply-accumulate: matmuls, convolutions, attention kernels) of one call of ``step``, and its
+    output."""
+    counter = FlopCounterMode(display=False, custom_mapping=_FLOP_FORMULAS)
     with counter:
         out = step()
     return counter.get_total_flops(), out

@@ -40,6 +40,21 @@ class LinearThenDepthwiseConv(torch.nn.Module):
         return self.conv(self.linear(xs_pad).transpose(1, 2)).transpose(1, 2), ilens, None
 
 
+class SelfAttentionOnly(torch.nn.Module):
+    """``scaled_dot_product_attention`` of the features with themselves, split into ``heads`` heads."""
+
+    def __init__(self, heads):
+        super().__init__()
+        self.heads = heads
+        self.scale = torch.nn.Parameter(torch.ones(1))  # something to train
+
+    def forward(self, xs_pad, ilens, prev_states=None):
+        batch, frames, features = xs_pad.shape
+        heads = (self.scale * xs_pad).view(batch, frames, self.heads, features // self.heads).transpose(1, 2)
+        out = torch.nn.functional.scaled_dot_product_attention(heads, heads, heads)
+        return out.transpose(1, 2).reshape(batch, frames, features), ilens, None
+
+
 class ScriptedClock:
     """Each timed attempt consumes one ``(wall_s, cpu/wall ratio)`` pair: the first ``read`` of an attempt returns
     the current time, the second advances it by the scripted amounts."""
@@ -168,6 +183,18 @@ def test_training_flops_of_a_depthwise_convolution_count_each_gradient_once():
     assert inference["flops"] == linear + conv
     # linear: forward + weight gradient (the features need no gradient); conv: forward + input and weight gradients
     assert training["flops"] == 2 * linear + 3 * conv
+
+
+def test_attention_through_the_cpu_sdpa_kernel_is_counted():
+    # torch's FlopCounterMode has no formula for the CPU kernel and would count 0
+    batch, frames, features, heads = 2, 30, 80, 4
+    candidates = [Candidate("sdpa", lambda input_size: SelfAttentionOnly(heads))]
+    settings = quiet_settings(lengths_s=(0.3,), flops_only=True, matmul_size=0)
+    inference, training = run_quietly(candidates, settings, ScriptedClock([]))["cells"]
+    one_product = 2 * batch * heads * frames * frames * (features // heads)  # q k^T, and the same again for p v
+    assert inference["flops"] == 2 * one_product
+    # backward as torch counts its fused attention kernels: the scores recomputed, then grads of q, k, v and p
+    assert training["flops"] == 2 * one_product + 5 * one_product
 
 
 def test_disturbed_run_is_flagged_and_repeated():
