@@ -20,8 +20,10 @@ parameter tensor ``θ`` with gradient ``g`` at (0-based) step ``t`` of that tens
 
 icefall stacks same-shape tensors to launch fewer kernels. Here the same batching comes from torch's multi-tensor
 (``torch._foreach_*``) kernels, which take all tensors of a group at once, whatever their shapes, without
-copying parameters and gradients into stacks and back. State is kept per tensor (``self.state[p]``), so
-checkpoints do not depend on how tensors are grouped.
+copying parameters and gradients into stacks and back; they are the default on GPUs. On CPU, where kernel launches
+are cheap and the multi-tensor kernels' whole-model temporaries cost page faults, the default is one tensor at a
+time, as in torch's Adam (``foreach``). Per-tensor statistics (RMS, scale gradients) are always handled as vectors.
+State is kept per tensor (``self.state[p]``), so checkpoints do not depend on how tensors are grouped.
 
 ESPnet specifics: the trainer passes ``model.parameters()`` (no names) or parameter groups
 (``exclude_weight_decay``); it skips the step itself on non-finite gradients; and it always calls
@@ -75,6 +77,8 @@ class ScaledAdam(torch.optim.Optimizer):
         clipping_update_period: steps between updates of the clipping threshold (integer >= 1).
         clipping_scale: clipping threshold as a multiple of the median recent gradient norm (> 0), or None for no
             clipping.
+        foreach: True: torch's multi-tensor kernels (fewer kernel launches: fastest on GPUs); False: one tensor at a
+            time (small temporaries: fastest on CPU); None: by device. Both compute the same.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class ScaledAdam(torch.optim.Optimizer):
         size_update_period: int = 4,
         clipping_update_period: int = 100,
         clipping_scale: Optional[float] = 2.0,
+        foreach: Optional[bool] = None,
     ):
         defaults = dict(
             lr=lr,
@@ -102,6 +107,7 @@ class ScaledAdam(torch.optim.Optimizer):
             size_update_period=size_update_period,
             clipping_update_period=clipping_update_period,
             clipping_scale=clipping_scale,
+            foreach=foreach,
         )
         _check_hyperparameters(defaults)
         self.param_names: Dict[torch.Tensor, str] = {}
@@ -182,8 +188,8 @@ class ScaledAdam(torch.optim.Optimizer):
             # Non-finite gradient norm: update with zero gradients (as icefall), since 0·inf would be NaN.
             grads = [torch.zeros_like(g) for g in grads]
             clip = 1.0
-        # Tensors of one cohort share the per-tensor step count (bias corrections, scale-learning period) and can
-        # go through the same multi-tensor kernels; normally a group is one or two cohorts.
+        # Tensors of one cohort share the per-tensor step count (bias corrections, scale-learning period), dtype and
+        # device, so they can go through the same multi-tensor kernels; normally a group is one or two cohorts.
         cohorts: Dict[tuple, List[int]] = {}
         for index, p in enumerate(params):
             key = (p.numel() == 1, self.state[p]["step"], p.dtype, p.device)
@@ -208,49 +214,61 @@ class ScaledAdam(torch.optim.Optimizer):
             state["scale_grads"] = p.new_zeros(group["size_update_period"])
             state["scale_exp_avg_sq"] = p.new_zeros(())
 
-    def _adam_denominators(self, group: dict, params, grads, step: int, clip: float) -> List[torch.Tensor]:
-        """Step 2: fold the clipped gradients ``clip·g`` into ``v``; return ``sqrt(v̂) + eps`` per tensor."""
-        beta2 = group["betas"][1]
+    def _update(self, group: dict, params, grads, step: int, clip: float, factors: List[float], scale_step=None):
+        """Steps 2 and 4 for one cohort (tensors at the same ``step``), in place:
+
+        ``v ← β2·v + (1−β2)·(clip·g)²``; ``m ← β1·m + (1−β1)·(factor·g / (sqrt(v̂) + eps) + scale_step·θ)``;
+        ``θ ← θ + m``.
+
+        Args:
+            factors: per tensor, ``-lr·clip`` times the tensor's clamped RMS (``scalar_lr_scale`` for scalars).
+            scale_step: per tensor, the relative scale change of step 3, or None.
+        """
+        beta1, beta2 = group["betas"]
+        eps = group["eps"]
         exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
+        momenta = [self.state[p]["delta"] for p in params]
+        bias_correction = 1 - beta2 ** (step + 1)
+        # icefall drops the correction once it is close to 1.
+        inverse_root = 1 / math.sqrt(bias_correction) if bias_correction < 0.99 else 1.0
+        gradient_weights = [(1 - beta1) * factor for factor in factors]
+        scale_weights = None if scale_step is None else [(1 - beta1) * size for size in scale_step]
+        if not _use_foreach(group, params):
+            # One tensor at a time, like torch's Adam on CPU: temporaries stay small and are reused.
+            for index, (p, g, v, m) in enumerate(zip(params, grads, exp_avg_sqs, momenta)):
+                v.mul_(beta2).addcmul_(g, g, value=(1 - beta2) * clip * clip)
+                denominator = v.sqrt()
+                if inverse_root != 1.0:
+                    denominator.mul_(inverse_root)
+                m.mul_(beta1)
+                if scale_weights is not None:
+                    m.add_(p, alpha=scale_weights[index])
+                m.addcdiv_(g, denominator.add_(eps), value=gradient_weights[index])
+                p.add_(m)
+            return
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=(1 - beta2) * clip * clip)
         denominators = torch._foreach_sqrt(exp_avg_sqs)
-        bias_correction = 1 - beta2 ** (step + 1)
-        if bias_correction < 0.99:  # icefall drops the correction once it is close to 1
-            torch._foreach_mul_(denominators, 1 / math.sqrt(bias_correction))
-        torch._foreach_add_(denominators, group["eps"])
-        return denominators
-
-    def _apply_momentum(self, group: dict, params, grads, denominators, factors: List[float], scale_step=None):
-        """Step 4 for one cohort: ``m ← β1·m + (1−β1)·Δ``, ``θ ← θ + m``.
-
-        ``Δ = factor·g/denominator`` per tensor, plus ``θ·scale_step`` on scale-learning steps.
-
-        Args:
-            factors: per tensor, ``-lr·clip`` times the tensor's RMS (or ``scalar_lr_scale`` for scalars).
-            scale_step: (n,) relative scale change per tensor, or None.
-        """
-        beta1 = group["betas"][0]
-        momenta = [self.state[p]["delta"] for p in params]
+        if inverse_root != 1.0:
+            torch._foreach_mul_(denominators, inverse_root)
+        torch._foreach_add_(denominators, eps)
         torch._foreach_mul_(momenta, beta1)
-        if scale_step is not None:
-            for momentum, p, size in zip(momenta, params, ((1 - beta1) * scale_step).tolist()):
-                momentum.add_(p, alpha=size)
-        torch._foreach_addcdiv_(momenta, grads, denominators, [(1 - beta1) * f for f in factors])
+        if scale_weights is not None:
+            for m, p, weight in zip(momenta, params, scale_weights):
+                m.add_(p, alpha=weight)
+        torch._foreach_addcdiv_(momenta, grads, denominators, gradient_weights)
         torch._foreach_add_(params, momenta)
 
     def _scalar_update(self, group: dict, params, grads, step: int, clip: float):
         """Steps 2 and 4 for one-element tensors, with ``lr·scalar_lr_scale``; then clamp to ``±scalar_max``."""
-        denominators = self._adam_denominators(group, params, grads, step, clip)
         factor = -group["lr"] * group["scalar_lr_scale"] * clip
-        self._apply_momentum(group, params, grads, denominators, [factor] * len(params))
+        self._update(group, params, grads, step, clip, [factor] * len(params))
         torch._foreach_clamp_min_(params, -group["scalar_max"])
         torch._foreach_clamp_max_(params, group["scalar_max"])
 
     def _tensor_update(self, group: dict, params, grads, step: int, clip: float):
         """Steps 2 to 4 for tensors with more than one element, all at the same per-tensor ``step``."""
         states = [self.state[p] for p in params]
-        denominators = self._adam_denominators(group, params, grads, step, clip)
         period = group["size_update_period"]
         # Σ θ·g is the gradient w.r.t. the tensor's log-scale; a period of them drives the scale step.
         scale_grads = torch.stack([s["scale_grads"] for s in states])  # (n, period)
@@ -262,9 +280,9 @@ class ScaledAdam(torch.optim.Optimizer):
             param_rms = torch.stack([s["param_rms"] for s in states])
         scale_step = None
         if step % period == period - 1 and step > 0:
-            scale_step = self._scale_step(group, states, scale_grads, param_rms, step)
+            scale_step = self._scale_step(group, states, scale_grads, param_rms, step).tolist()
         factors = (-group["lr"] * clip * param_rms.clamp(min=group["param_min_rms"])).tolist()
-        self._apply_momentum(group, params, grads, denominators, factors, scale_step)
+        self._update(group, params, grads, step, clip, factors, scale_step)
         torch._foreach_copy_([s["scale_grads"] for s in states], list(scale_grads.unbind(0)))
         torch._foreach_copy_([s["param_rms"] for s in states], list(param_rms.unbind(0)))
 
@@ -400,6 +418,13 @@ class ScaledAdam(torch.optim.Optimizer):
         )
 
 
+def _use_foreach(group: dict, params: List[torch.Tensor]) -> bool:
+    """The group's ``foreach`` choice; by default multi-tensor kernels on accelerators, a loop on CPU (as torch.optim)."""
+    if group["foreach"] is not None:
+        return group["foreach"]
+    return all(p.device.type != "cpu" for p in params)
+
+
 def _norms(tensors: List[torch.Tensor]) -> torch.Tensor:
     """L2 norm of each tensor, shape (n,), in float32 (float64 if any tensor is float64)."""
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
@@ -432,3 +457,5 @@ def _check_hyperparameters(config: dict) -> None:
             raise ValueError(f"{NAME}: {key} must be an integer >= 1, got {config[key]!r}")
     if config["clipping_scale"] is not None:
         require_positive(NAME, "clipping_scale", config["clipping_scale"])
+    if config["foreach"] not in (None, True, False):
+        raise ValueError(f"{NAME}: foreach must be true, false or null, got {config['foreach']!r}")

@@ -177,6 +177,16 @@ def test_matches_reference(overrides, steps):
         assert set(reference.clip_factors) == {1.0}
 
 
+def test_multi_tensor_and_per_tensor_paths_agree():
+    """foreach=True (torch's multi-tensor kernels, the GPU default) and foreach=False (the CPU default)."""
+    config = {**CONFIG, "clipping_update_period": 12}
+    grads_sequence = make_grads(make_params(), 30)
+    multi, _ = run_ours(make_params(), grads_sequence, **config, foreach=True)
+    single, _ = run_ours(make_params(), grads_sequence, **config, foreach=False)
+    for a, b in zip(multi, single):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
+
+
 def test_update_is_invariant_to_the_loss_scale():
     """Summed (icefall) and normalised (ESPnet) losses differ by a constant factor on the gradients, which
     ScaledAdam's updates ignore up to eps (docs/scaled_adam_eden.md, "Learning rate")."""
@@ -328,6 +338,7 @@ def test_heavy_clipping_log_names_the_dominant_parameter(caplog):
         ("param_max_rms", 1e-6),
         ("size_update_period", 0),
         ("clipping_update_period", 2.5),
+        ("foreach", "yes"),
     ],
 )
 def test_bad_hyperparameters_name_the_key(key, value):
