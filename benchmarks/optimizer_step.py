@@ -106,7 +106,8 @@ def main(argv=None):
     for clock, column in (("wall", 0), ("cpu", 1)):
         for name, values in blocks.items():
             times = [block[column] for block in values]
-            step_s.setdefault(name, {})[clock] = {"median": statistics.median(times), "min": min(times), "max": max(times), "blocks": times}
+            summary = {"median": statistics.median(times), "min": min(times), "max": max(times), "blocks": times}
+            step_s.setdefault(name, {})[clock] = summary
         ratios[clock] = step_s["scaled_adam"][clock]["median"] / step_s["adam"][clock]["median"]
     result = {
         "environment": environment(Settings(threads=args.threads, device=args.device)),

@@ -368,7 +368,9 @@ class ScaledAdam(torch.optim.Optimizer):
         percent_clipped = 100.0 * clipping["num_clipped"] / count
         clipping["num_clipped"] = 0
         if not math.isfinite(median):
-            logger.warning("%s: median gradient norm is not finite; keeping the clipping threshold %s", NAME, clipping["threshold"])
+            logger.warning(
+                "%s: median gradient norm is not finite; keeping the clipping threshold %s", NAME, clipping["threshold"]
+            )
             return
         clipping["threshold"] = group["clipping_scale"] * median * (2.0 if early else 1.0)
         logger.info(

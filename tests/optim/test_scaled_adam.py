@@ -346,7 +346,9 @@ def test_bad_hyperparameters_name_the_key(key, value):
         ScaledAdam([torch.nn.Parameter(torch.ones(2))], **{key: value})
 
 
-@pytest.mark.parametrize("group, key", [({"weight_decay": 0.01}, "weight_decay"), ({"lr": -1.0}, "lr"), ({"momentum": 0.9}, "momentum")])
+@pytest.mark.parametrize(
+    "group, key", [({"weight_decay": 0.01}, "weight_decay"), ({"lr": -1.0}, "lr"), ({"momentum": 0.9}, "momentum")]
+)
 def test_bad_parameter_group_names_the_key(group, key):
     optimizer = ScaledAdam([torch.nn.Parameter(torch.ones(2))])
     with pytest.raises(ValueError, match=key):

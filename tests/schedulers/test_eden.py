@@ -130,7 +130,8 @@ def test_resume_is_bit_identical(scheduler_class):
     first_lrs = train(first, 15)
     buffer = io.BytesIO()
     model, optimizer, scheduler = first
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, buffer)
+    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    torch.save(checkpoint, buffer)
     buffer.seek(0)
     checkpoint = torch.load(buffer)
     resumed = build(scheduler_class, **conf)
