@@ -14,6 +14,7 @@ per-head split and ``encoder_unmasked_dim`` (which only matters for training) co
 defaults, or from icefall's own ``train.py`` arguments when given (:func:`encoder_conf_from_icefall_args`).
 """
 
+import pickle
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -189,11 +190,12 @@ def load_icefall_encoder(
     conf.update(encoder_conf_from_icefall_args(icefall_args or {}))
     if preset is not None:
         expected = ZipformerEncoder.build_config(preset)
-        mismatched = sorted(key for key in PRESETS[preset.lower()] if expected[key] != conf.get(key))
+        inferred = ZipformerEncoder.build_config(None, **conf)
+        mismatched = [key for key in expected if inferred[key] != expected[key]]
         if mismatched:
             raise ValueError(
                 f"icefall-zipformer: checkpoint does not match preset {preset!r} in {mismatched}: "
-                + ", ".join(f"{key}={conf.get(key)} (preset {expected[key]})" for key in mismatched)
+                + ", ".join(f"{key}={inferred[key]} (preset {expected[key]})" for key in mismatched)
             )
         conf = {"preset": preset.lower()}
     encoder = ZipformerEncoder(INPUT_SIZE, **conf)
@@ -218,7 +220,13 @@ def convert(checkpoint: str, out_dir: str, preset: Optional[str] = None) -> Dict
     Returns:
         ``{"weights": path, "config": path}``.
     """
-    content = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    try:
+        content = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{checkpoint}: holds Python objects besides tensors, which are not unpickled for safety; export the "
+            f"model with icefall's export.py (pretrained.pt) or save checkpoint['model'] alone ({error})"
+        ) from None
     if not isinstance(content, Mapping):
         raise ValueError(f"{checkpoint}: expected a state dict or an icefall checkpoint dict")
     encoder, conf = load_icefall_encoder(content, preset=preset)

@@ -116,3 +116,10 @@ def _save(golden, tmp_path) -> str:
     path = tmp_path / "pretrained.pt"
     torch.save({"model": golden["state_dict"]}, path)
     return str(path)
+
+
+def test_full_training_checkpoints_with_python_objects_are_refused_clearly(golden, tmp_path):
+    path = tmp_path / "epoch-30.pt"
+    torch.save({"model": golden["state_dict"], "params": {"exp_dir": Path("/tmp/exp")}}, path)
+    with pytest.raises(ValueError, match="export.py"):
+        convert(str(path), str(tmp_path / "out"))
