@@ -4,7 +4,8 @@ Training configs (every file not named ``decode*.yaml``) go through ``asr_train 
 YAML with ESPnet's argument parser and builds the model, optimizer and scheduler. Decoding configs
 (``decode_*.yaml``) must only use options of ``asr_inference``. All configs are checked in ONE Python subprocess
 (``import espnet2.tasks.asr`` takes 10-25 s), a config whose encoder or model class is not registered is skipped
-with the reason.
+with the reason. Encoder presets without a decoder (conf/<encoder>/*.yaml) are checked as CTC-only models
+(``--model_conf ctc_weight=1.0``): ESPnet's default ctc_weight of 0.5 needs a decoder.
 """
 
 import glob
@@ -51,11 +52,12 @@ for kind, path in json.loads(sys.argv[1]):
         result.update(status="skip", reason="not registered (yet): " + ", ".join(missing))
         print(json.dumps(result), flush=True)
         continue
+    ctc_only = [] if "decoder" in config else ["--model_conf", "ctc_weight=1.0"]
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             ASRTask.main(cmd=["--config", path, "--dry_run", "true", "--iterator_type", "none", "--ngpu", "0",
                               "--token_type", "char", "--token_list", work + "/tokens.txt",
-                              "--output_dir", work + "/exp", "--log_level", "ERROR"])
+                              "--output_dir", work + "/exp", "--log_level", "ERROR", *ctc_only])
     except BaseException as error:
         result.update(status="fail", reason=f"{type(error).__name__}: {error}\n{traceback.format_exc()[-2000:]}")
     print(json.dumps(result), flush=True)
