@@ -155,7 +155,7 @@ def test_espnet_initialization_restores_icefall_init():
     for name, value in stack.layers[0].state_dict().items():
         assert torch.equal(value, stack.layers[1].state_dict()[name]), name  # identical copies, as icefall
     layer = stack.layers[0]
-    assert bool((layer.bypass.bypass_scale == 0.5).all()) and float(layer.norm.log_scale) == 1.0
+    assert bool((layer.bypass.bypass_scale == 0.5).all()) and layer.norm.log_scale.item() == 1.0
     assert bool((encoder.encoder.encoders[1].downsample.bias == 0).all())
     bound = (1 / layer.self_attn1.out_proj.in_features) ** 0.5
     assert float(layer.self_attn1.out_proj.weight.abs().max()) <= 0.05 * bound
