@@ -9,8 +9,8 @@ machine):
 * per (length, mode): ``warmup`` untimed runs of every encoder, one memory probe per encoder, then ``runs`` timed rounds
   in which the encoders take turns (A B C A B C ...), so a slow phase of the machine hits all of them alike;
 * every run records wall time and process CPU time. A timed run whose CPU/wall ratio is below ``min_cpu_ratio`` (or,
-  for a cell too small to keep all threads busy, below 0.8 x the best ratio the cell reached) lost its cores to
-  another process. After the timed rounds, such runs are repeated in up to ``max_retries`` extra rounds (again
+  for a cell too small to keep all threads busy, below 0.8 x the best ratio the cell reached, but at least 0.8) lost
+  its cores to another process. After the timed rounds, such runs are repeated in up to ``max_retries`` extra rounds (again
   taking turns); each keeps its attempt with the best ratio and stays flagged when none reached the bar;
 * FLOPs: :class:`torch.utils.flop_counter.FlopCounterMode` over one forward (and one training step); it counts
   matrix products and convolutions only, 2 FLOPs per multiply-accumulate;
@@ -504,6 +504,7 @@ class Benchmark:
     def _flag(self, cell: dict, run: dict) -> bool:
         """Whether a run lost its cores to another process: its CPU/wall ratio is under ``min_cpu_ratio``, a bar
         lowered to 0.8 x the best ratio the cell reached (warm-ups included) for cells too small to keep every
-        thread busy even on a quiet machine."""
-        bar = min(self.settings.min_cpu_ratio, 0.8 * cell["best_cpu_ratio"])
+        thread busy even on a quiet machine, but never below 0.8: a compute-bound forward keeps at least one core
+        busy, so a run that got less than that was disturbed even if all runs of the cell were."""
+        bar = min(self.settings.min_cpu_ratio, max(0.8, 0.8 * cell["best_cpu_ratio"]))
         return run["cpu_ratio"] < bar

@@ -78,7 +78,7 @@ def markdown_table(result: dict) -> str:
             if matmul
             else "Machine GFLOP/s not measured. "
         )
-        + "GFLOPs per utterance (FlopCounterMode: matmuls and convolutions, 2 FLOPs per multiply-accumulate); "
+        + "GFLOPs per utterance (FlopCounterMode: matmuls, convolutions and attention kernels, 2 FLOPs per multiply-accumulate); "
         "peak MB = memory growth during one run over what the process held before it; "
         f"×{baseline} = time relative to {baseline} at the same length.",
         "",

@@ -236,6 +236,18 @@ def test_single_threaded_cell_is_judged_against_its_own_best_ratio():
     assert cell["flagged_runs"] == 0 and [run["wall_s"] for run in cell["runs"]] == pytest.approx([1.0, 1.0, 1.0])
 
 
+def test_a_cell_disturbed_in_every_run_is_still_flagged():
+    # the bar follows the cell's best ratio down, but not below 0.8: less than one busy core means disturbed
+    candidates = [Candidate("busy", lambda input_size: LinearStack([input_size, 4]))]
+    settings = quiet_settings(modes=("inference",), matmul_size=0, max_retries=1)
+    clock = ScriptedClock([(5.0, 0.45), (5.0, 0.4), (6.0, 0.35), (4.0, 0.5), (5.5, 0.42)])
+    result = run_quietly(candidates, settings, clock)
+    assert clock.attempts == []
+    cell = result["cells"][0]
+    assert [len(run["attempts"]) for run in cell["runs"]] == [2, 2] and cell["flagged_runs"] == 2
+    assert [run["wall_s"] for run in cell["runs"]] == pytest.approx([4.0, 5.5])
+
+
 def test_too_short_length_is_skipped_with_a_note():
     candidates = [Candidate("tiny", tiny_conformer)]
     settings = quiet_settings(lengths_s=(0.05, 0.3), modes=("inference",), matmul_size=0)
