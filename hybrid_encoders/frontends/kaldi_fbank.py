@@ -16,7 +16,7 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
 
-from hybrid_encoders.layers.masking import make_pad_mask
+from hybrid_encoders.layers.masking import check_encoder_input
 
 
 class KaldiFbankFrontend(AbsFrontend):
@@ -84,22 +84,13 @@ class KaldiFbankFrontend(AbsFrontend):
     def _check(self, input: torch.Tensor, input_lengths: torch.Tensor) -> None:
         if input.dim() != 2:
             raise ValueError(f"kaldi_fbank: input must be a (batch, samples) waveform, got shape {tuple(input.shape)}")
-        if not input.is_floating_point():
-            raise ValueError(f"kaldi_fbank: input must be a float waveform in [-1, 1], got {input.dtype}")
-        if input_lengths.dim() != 1 or input_lengths.size(0) != input.size(0):
-            raise ValueError(f"kaldi_fbank: input_lengths must have shape ({input.size(0)},)")
-        if input_lengths.numel() and (int(input_lengths.max()) > input.size(1) or int(input_lengths.min()) < 0):
-            raise ValueError(
-                f"kaldi_fbank: input_lengths must lie in [0, {input.size(1)}], got {input_lengths.tolist()}"
-            )
+        # the encoders' own checks (dtype, lengths, NaN / Inf), on the waveform seen as 1-dim "features"
+        check_encoder_input(input.unsqueeze(-1), input_lengths, 1, "kaldi_fbank")
         if input_lengths.numel() and int(input_lengths.min()) < self.min_samples:
             raise ValueError(
                 f"kaldi_fbank: an utterance has {int(input_lengths.min())} samples, fewer than the "
                 f"{self.min_samples} one frame needs"
             )
-        valid = ~make_pad_mask(input_lengths, input.size(1))
-        if not torch.isfinite(input[valid]).all():
-            raise ValueError("kaldi_fbank: the waveform contains NaN or Inf samples (corrupt audio?)")
 
     def forward(self, input: torch.Tensor, input_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         self._check(input, input_lengths)
