@@ -16,6 +16,7 @@ the process CPU time (the steadier of the two on a shared machine). Prints a tab
 
 import argparse
 import math
+import os
 import pathlib
 import re
 import statistics
@@ -94,6 +95,7 @@ def main(argv=None):
         "adam": torch.optim.Adam(make_parameters(shapes, args.device, args.seed)),
         "scaled_adam": ScaledAdam(make_parameters(shapes, args.device, args.seed)),
     }
+    env = environment(Settings(threads=args.threads, device=args.device))  # records the load average at the start
     for optimizer in optimizers.values():
         for _ in range(args.warmup):
             optimizer.step()
@@ -109,8 +111,9 @@ def main(argv=None):
             summary = {"median": statistics.median(times), "min": min(times), "max": max(times), "blocks": times}
             step_s.setdefault(name, {})[clock] = summary
         ratios[clock] = step_s["scaled_adam"][clock]["median"] / step_s["adam"][clock]["median"]
+    env["load_average_end"] = list(os.getloadavg())
     result = {
-        "environment": environment(Settings(threads=args.threads, device=args.device)),
+        "environment": env,
         "settings": {key: str(value) if isinstance(value, pathlib.Path) else value for key, value in vars(args).items()},
         "parameters": {"tensors": len(shapes), "elements": elements},
         "step_s": step_s,
@@ -120,8 +123,10 @@ def main(argv=None):
     }
     write_json(result, args.out)
 
-    load = result["environment"]["load_average"]
-    print(f"{len(shapes)} tensors, {elements:,} elements, device {args.device}, {args.threads} threads, load average {load}")
+    print(
+        f"{len(shapes)} tensors, {elements:,} elements, device {args.device}, {args.threads} threads, load average "
+        f"{env['load_average_start']} at the start, {env['load_average_end']} at the end"
+    )
     print("| optimizer | wall median (s) | wall min-max (s) | CPU median (s) | CPU min-max (s) |")
     print("|---|---|---|---|---|")
     for name, clocks in step_s.items():
