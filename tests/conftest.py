@@ -28,3 +28,32 @@ def run_python(code: str, env: dict = None, cwd=None, timeout: int = 300) -> sub
     if result.returncode != 0:
         pytest.fail(f"subprocess failed ({result.returncode}):\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}")
     return result
+
+
+def write_random_corpus(directory: Path, count: int, seed: int, letters: str = "abcd") -> Path:
+    """A Kaldi-style data directory of random-noise 16 kHz wav files (0.37-0.56 s) with random letter transcripts."""
+    import numpy as np
+    import soundfile
+
+    rng = np.random.default_rng(seed)
+    directory.mkdir()
+    wav_scp, text = [], []
+    for index in range(count):
+        key = f"{directory.name}{index:02d}"
+        path = directory / f"{key}.wav"
+        soundfile.write(str(path), rng.standard_normal(int(rng.integers(6000, 9000))).astype(np.float32) * 0.1, 16000)
+        wav_scp.append(f"{key} {path}")
+        text.append(f"{key} {''.join(rng.choice(list(letters), size=int(rng.integers(2, 5))))}")
+    (directory / "wav.scp").write_text("\n".join(wav_scp) + "\n")
+    (directory / "text").write_text("\n".join(text) + "\n")
+    return directory
+
+
+def run_espnet(module: str, *args, cwd) -> str:
+    """Run ``python -m espnet2.bin.<module> args`` in ``cwd``; fails the test with the log tail on error."""
+    result = subprocess.run(
+        [sys.executable, "-m", f"espnet2.bin.{module}", *map(str, args)], cwd=cwd, capture_output=True, text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"{module} failed:\n{result.stderr[-4000:]}"
+    return result.stdout + result.stderr

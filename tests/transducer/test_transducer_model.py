@@ -2,14 +2,11 @@
 tiny run through ESPnet's ``asr_train`` (collect stats, train) and ``asr_inference``."""
 
 import re
-import subprocess
-import sys
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_espnet as espnet, write_random_corpus as write_corpus
 
 from espnet2.asr.ctc import CTC
 from espnet2.asr.decoder.transducer_decoder import TransducerDecoder
@@ -125,33 +122,6 @@ def test_optimizer_updates_are_counted_and_drive_icefall_warm_up():
 def test_bad_configuration_names_the_key(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build(**kwargs)
-
-
-def write_corpus(directory, count, seed):
-    """Random-noise 16 kHz wav files with random 'abcd' transcripts, as a Kaldi-style data directory."""
-    import soundfile
-
-    rng = np.random.default_rng(seed)
-    directory.mkdir()
-    wav_scp, text = [], []
-    for index in range(count):
-        key = f"{directory.name}{index:02d}"
-        path = directory / f"{key}.wav"
-        soundfile.write(str(path), rng.standard_normal(int(rng.integers(6000, 9000))).astype(np.float32) * 0.1, 16000)
-        wav_scp.append(f"{key} {path}")
-        text.append(f"{key} {''.join(rng.choice(list('abcd'), size=int(rng.integers(2, 5))))}")
-    (directory / "wav.scp").write_text("\n".join(wav_scp) + "\n")
-    (directory / "text").write_text("\n".join(text) + "\n")
-    return directory
-
-
-def espnet(module, *args, cwd):
-    result = subprocess.run(
-        [sys.executable, "-m", f"espnet2.bin.{module}", *map(str, args)], cwd=cwd, capture_output=True, text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"{module} failed:\n{result.stderr[-4000:]}"
-    return result.stdout + result.stderr
 
 
 @pytest.mark.slow
