@@ -36,6 +36,7 @@ from hybrid_encoders.regularization.balancer import Balancer
 from hybrid_encoders.regularization.scheduled_float import FloatLike, ScheduledFloat, whitening_schedule
 from hybrid_encoders.regularization.skipping import feature_masks, sequence_dropout, sequence_keep_mask
 from hybrid_encoders.regularization.whiten import Whiten
+from hybrid_encoders.step_counter import OptimizerStepCounter
 
 NAME = "zipformer"
 
@@ -444,9 +445,9 @@ class ZipformerEncoder(AbsEncoder):
             dropout=ScheduledFloat(*[tuple(point) for point in self.config["dropout_schedule"]]),
         )
         self.encoder = ZipformerStacks(self.config)
-        # Optimizer steps taken so far (see _count_optimizer_step); saved with the model so schedules resume.
+        # Optimizer steps taken so far (hybrid_encoders.step_counter); saved with the model so schedules resume.
         self.register_buffer("batch_count", torch.zeros((), dtype=torch.int64))
-        self._parameter_versions: Optional[int] = None
+        self._step_counter = OptimizerStepCounter()
         self._schedules = [m for m in self.modules() if isinstance(m, ScheduledFloat)]
 
     @staticmethod
@@ -458,16 +459,9 @@ class ZipformerEncoder(AbsEncoder):
         return max(self.config["encoder_dim"])
 
     def _count_optimizer_step(self) -> None:
-        """Advance ``batch_count`` if an optimizer step happened since the previous training forward.
-
-        An optimizer step updates parameters in place, which bumps their tensor version counters; forwards within
-        one gradient-accumulation cycle (``accum_grad``) see unchanged parameters and do not count, nor do steps
-        skipped by a gradient scaler. The first training forward of a process only records the versions.
-        """
-        versions = sum(p._version for p in self.parameters())
-        if self._parameter_versions is not None and versions != self._parameter_versions:
-            self.batch_count += 1
-        self._parameter_versions = versions
+        """Advance ``batch_count`` if an optimizer step happened since the previous training forward, and pass the
+        (optionally duration-scaled) count to every schedule."""
+        self._step_counter.advance(self.batch_count, self.parameters())
         scheduled_count = float(self.batch_count) * self.config["schedule_batch_scale"]
         for schedule in self._schedules:
             schedule.batch_count = scheduled_count

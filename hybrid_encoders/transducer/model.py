@@ -25,21 +25,20 @@ An attention-decoder auxiliary loss is not available: the ``asr`` task has a sin
 transducer decoder takes.
 
 ESPnet never tells a model the training step, so the model counts its optimizer updates itself in the int64 buffer
-``num_updates``: a global post-step hook increments it whenever an optimizer holding this model's parameters steps
-(with ``accum_grad`` that is once per update, not per forward pass; skipped non-finite steps do not count).
+``num_updates`` (:mod:`hybrid_encoders.step_counter`: once per update, not per forward pass under ``accum_grad``;
+skipped non-finite steps do not count).
 """
 
-import weakref
 from typing import Dict, Optional, Tuple
 
 import torch
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.asr.transducer.error_calculator import ErrorCalculatorTransducer
 from espnet2.asr_transducer.joint_network import JointNetwork
 from espnet2.asr_transducer.utils import get_transducer_task_io
 from espnet2.torch_utils.device_funcs import force_gatherable
+from hybrid_encoders.step_counter import OptimizerStepCounter
 from hybrid_encoders.transducer.pruned_rnnt import (
     check_smoothing_scales,
     prune_joint_inputs,
@@ -51,30 +50,6 @@ from hybrid_encoders.transducer.rnnt_loss import RNNTLoss
 
 TRANSDUCER_LOSSES = ("full", "pruned")
 DECODER_API = ("dunits", "blank_id", "set_device", "init_state", "score", "batch_score", "select_state")
-
-
-def _count_optimizer_steps(model: torch.nn.Module) -> None:
-    """Increment the buffer ``model.num_updates`` after every ``step()`` of an optimizer updating ``model``.
-
-    The buffer is looked up at each step, since ``model.to(device)`` replaces buffer tensors.
-
-    The hook holds the model weakly and is removed when the model is garbage-collected.
-    """
-    model_ref = weakref.ref(model)
-    updates_model = weakref.WeakKeyDictionary()  # optimizer -> whether it holds one of the model's parameters
-
-    def after_step(optimizer, args, kwargs):
-        owner = model_ref()
-        if owner is None:
-            return
-        if optimizer not in updates_model:
-            ours = {id(p) for p in owner.parameters()}
-            updates_model[optimizer] = any(id(p) in ours for group in optimizer.param_groups for p in group["params"])
-        if updates_model[optimizer]:
-            owner.num_updates.add_(1)
-
-    handle = register_optimizer_step_post_hook(after_step)
-    weakref.finalize(model, handle.remove)
 
 
 class TransducerASRModel(ESPnetASRModel):
@@ -205,7 +180,7 @@ class TransducerASRModel(ESPnetASRModel):
         self.simple_loss_scale = simple_loss_scale
         self.simple_loss_warmup_steps = simple_loss_warmup_steps
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
-        _count_optimizer_steps(self)
+        self._step_counter = OptimizerStepCounter()
         self._loss_parts: Dict[str, torch.Tensor] = {}
 
     def loss_scales(self) -> Tuple[float, float]:
@@ -226,6 +201,8 @@ class TransducerASRModel(ESPnetASRModel):
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
         """ESPnet's forward; with the pruned loss the stats also hold ``loss_simple`` and ``loss_pruned``."""
         self._loss_parts = {}
+        if self.training:
+            self._step_counter.advance(self.num_updates, self.parameters())
         loss, stats, weight = super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
         if self._loss_parts:
             stats.update(force_gatherable(self._loss_parts, loss.device))
