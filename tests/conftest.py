@@ -57,3 +57,17 @@ def run_espnet(module: str, *args, cwd) -> str:
     )
     assert result.returncode == 0, f"{module} failed:\n{result.stderr[-4000:]}"
     return result.stdout + result.stderr
+
+
+def randomise_batch_norms(module):
+    """Give every BatchNorm1d non-trivial running statistics and affine parameters (as a trained model has), so that
+    eval-mode BatchNorm folding is exercised with all four; returns ``module``."""
+    import torch
+
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.BatchNorm1d):
+            sub.running_mean.uniform_(-1, 1)
+            sub.running_var.uniform_(0.5, 2.0)
+            torch.nn.init.uniform_(sub.weight, -1.5, 1.5)
+            torch.nn.init.uniform_(sub.bias, -1, 1)
+    return module

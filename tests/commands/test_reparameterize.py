@@ -7,6 +7,8 @@ from torch import nn
 
 from hybrid_encoders.cli import main
 
+from conftest import randomise_batch_norms
+
 TOKENS = ["<blank>", "<unk>", "a", "b", "c", "<sos/eos>"]
 ENCODER_CONF = {
     "output_size": 32,
@@ -35,12 +37,7 @@ def _save_experiment(directory, encoder_conf):
     args = ASRTask.get_parser().parse_args(["--config", str(directory / "train.yaml"), "--output_dir", str(directory)])
     torch.manual_seed(0)
     model = ASRTask.build_model(args)
-    for module in model.modules():  # a "trained" model: non-trivial BatchNorm statistics and affine parameters
-        if isinstance(module, nn.BatchNorm1d):
-            module.running_mean.uniform_(-1, 1)
-            module.running_var.uniform_(0.5, 2.0)
-            nn.init.uniform_(module.weight, -1.5, 1.5)
-            nn.init.uniform_(module.bias, -1, 1)
+    randomise_batch_norms(model)  # a "trained" model: non-trivial BatchNorm statistics and affine parameters
     (directory / "config.yaml").write_text(yaml.safe_dump(vars(args)))
     torch.save(model.state_dict(), directory / "model.pth")
     return model.eval()

@@ -11,17 +11,9 @@ from hybrid_encoders.layers.linear_attention import LinearAttention
 from hybrid_encoders.layers.rel_attention import RelPositionMultiHeadedAttention
 from hybrid_encoders.layers.reparam_conv import ReparamDepthwiseConv
 
+from conftest import randomise_batch_norms
+
 TINY = {"output_size": 64, "attention_heads": 2, "num_blocks": 6, "linear_units": 96}  # U-Net: reduce 2, recover 5
-
-
-def _randomise_batch_norms(encoder):
-    for module in encoder.modules():
-        if isinstance(module, nn.BatchNorm1d):
-            module.running_mean.uniform_(-1, 1)
-            module.running_var.uniform_(0.5, 2.0)
-            nn.init.uniform_(module.weight, -1.5, 1.5)
-            nn.init.uniform_(module.bias, -1, 1)
-    return encoder
 
 
 def _inputs(lengths, seed=0):
@@ -99,7 +91,7 @@ def test_bad_configuration_names_the_key(overrides, key):
 @torch.no_grad()
 def test_forward_shapes_lengths_and_padding_invariance():
     torch.manual_seed(0)
-    encoder = _randomise_batch_norms(HybridformerEncoder(80, **TINY)).eval()
+    encoder = randomise_batch_norms(HybridformerEncoder(80, **TINY)).eval()
     xs, ilens = _inputs([97, 61, 80])
     out, olens, states = encoder(xs, ilens)
     assert states is None
@@ -125,7 +117,7 @@ def test_intermediate_ctc_and_too_short_input():
 def test_reparameterized_encoder_equals_multi_branch_and_reloads():
     torch.manual_seed(1)
     all_kinds = {"nsr_rep_list": [0, 2, 3, 4, 5, 6], "nsr_rep_alphas": [0.3, 0.2, 0.2, 0.1, 0.1, 0.1]}
-    encoder = _randomise_batch_norms(HybridformerEncoder(80, **TINY, **all_kinds)).eval()
+    encoder = randomise_batch_norms(HybridformerEncoder(80, **TINY, **all_kinds)).eval()
     xs, ilens = _inputs([90, 70])
     expected, _, _ = encoder(xs, ilens)
     deploy_conf = encoder.reparameterize()
@@ -142,7 +134,7 @@ def test_reparameterized_encoder_equals_multi_branch_and_reloads():
 @torch.no_grad()
 def test_all_softmax_without_nsr_is_the_plain_squeezeformer():
     torch.manual_seed(2)
-    squeezeformer = _randomise_batch_norms(SqueezeformerEncoder(80, **TINY)).eval()
+    squeezeformer = randomise_batch_norms(SqueezeformerEncoder(80, **TINY)).eval()
     hybrid = HybridformerEncoder(80, **TINY, attention_types="softmax", nsr_mode="off").eval()
     hybrid.load_state_dict(squeezeformer.state_dict(), strict=True)
     xs, ilens = _inputs([77, 50])

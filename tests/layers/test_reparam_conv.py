@@ -4,17 +4,14 @@ from torch import nn
 
 from hybrid_encoders.layers.reparam_conv import ReparamDepthwiseConv
 
+from conftest import randomise_batch_norms
+
 ALL_KERNEL_KINDS = [0, 2, 3, 4, 5, 6, 30, 31]  # identity, even, odd, a full-size odd and a near-full even kernel
 
 
 def _randomise(module):
-    """Random weights and non-trivial BatchNorm statistics (eval-mode folding must use all four)."""
-    for sub in module.modules():
-        if isinstance(sub, nn.BatchNorm1d):
-            sub.running_mean.uniform_(-1, 1)
-            sub.running_var.uniform_(0.5, 2.0)
-            nn.init.uniform_(sub.weight, -1.5, 1.5)
-            nn.init.uniform_(sub.bias, -1, 1)
+    """Random architecture logits and non-trivial BatchNorm statistics (eval-mode folding must use all four)."""
+    randomise_batch_norms(module)
     for name, parameter in module.named_parameters():
         if name == "arch_logits":
             nn.init.normal_(parameter, std=1.0)
