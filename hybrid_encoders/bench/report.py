@@ -118,11 +118,13 @@ def markdown_table(result: dict) -> str:
 
 
 def _plot(result: dict, path: pathlib.Path, title: str, ylabel: str, value) -> Optional[pathlib.Path]:
-    """One panel per mode that has data; one line per encoder; ``value(cell)`` gives ``(y, low, high)`` or None."""
+    """One panel per mode that has data; one line per encoder; ``value(cell)`` gives ``(y, low, high)`` or None.
+    Points of cells with disturbed (flagged) runs get a black cross."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     cells = _cells(result)
     lengths = result["settings"]["lengths_s"]
@@ -130,8 +132,8 @@ def _plot(result: dict, path: pathlib.Path, title: str, ylabel: str, value) -> O
     for mode in MODES:
         lines = {}
         for encoder in result["encoders"]:
-            points = [(length, value(cells.get((encoder["label"], length, mode)))) for length in lengths]
-            points = [(length, found) for length, found in points if found]
+            points = [(length, cells.get((encoder["label"], length, mode))) for length in lengths]
+            points = [(length, value(cell), cell.get("flagged_runs", 0)) for length, cell in points if value(cell)]
             if points:
                 lines[encoder["label"]] = points
         if lines:
@@ -140,16 +142,21 @@ def _plot(result: dict, path: pathlib.Path, title: str, ylabel: str, value) -> O
         return None
     figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
     for axis, (mode, lines) in zip(axes[0], panels):
+        disturbed = []
         for label, points in lines.items():
-            xs = [length for length, _ in points]
-            ys = [found[0] for _, found in points]
-            below = [found[0] - found[1] for _, found in points]
-            above = [found[2] - found[0] for _, found in points]
+            xs = [length for length, _, _ in points]
+            ys = [found[0] for _, found, _ in points]
+            below = [found[0] - found[1] for _, found, _ in points]
+            above = [found[2] - found[0] for _, found, _ in points]
             axis.errorbar(xs, ys, yerr=[below, above], marker="o", capsize=3, label=label)
+            disturbed += [(length, found[0]) for length, found, flagged in points if flagged]
+        if disturbed:
+            axis.scatter(*zip(*disturbed), marker="x", s=90, color="black", zorder=3, label="has disturbed runs")
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xticks(lengths)
         axis.set_xticklabels([f"{length:g}" for length in lengths])
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xlabel("input length (s)")
         axis.set_ylabel(ylabel)
         axis.set_title(f"{title}: {mode}")
