@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from hybrid_encoders.layers.bias_norm import BiasNorm
-from hybrid_encoders.layers.masking import make_pad_mask
 from hybrid_encoders.layers.swoosh import SwooshL, SwooshR, scale_initial_weights
 from hybrid_encoders.regularization.balancer import Balancer, ScaleGrad
 from hybrid_encoders.regularization.scheduled_float import FloatLike, ScheduledFloat
@@ -46,12 +45,21 @@ def _strided_length(lengths):
     return (lengths - 1) // 2 + 1
 
 
-def _zero_padded_frames(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Zero the time steps ``t >= lengths[b]`` of a (B, C, T, F) image (skipped when nothing is padded)."""
-    if int(lengths.min()) >= x.size(2):
+def _zero_padded_frames(
+    x: torch.Tensor, lengths: torch.Tensor, first_frame: int = 0, in_place: bool = False
+) -> torch.Tensor:
+    """Zero the time steps of a (B, C, T, F) image whose frame index is negative or ``>= lengths[b]``.
+
+    ``x`` may be a time slice of a longer image that starts at frame ``first_frame`` (the chunked inference path),
+    so step t has frame index ``first_frame + t``. Nothing is done when no step needs zeroing. ``in_place`` (only
+    for tensors nobody else holds and autograd does not need) saves one copy of ``x``.
+    """
+    frames = x.size(2)
+    if first_frame >= 0 and int(lengths.min()) >= first_frame + frames:
         return x
-    valid = ~make_pad_mask(lengths, x.size(2))
-    return x * valid[:, None, :, None].to(x.dtype)
+    index = torch.arange(first_frame, first_frame + frames, device=x.device)
+    valid = ((index >= 0) & (index < lengths[:, None]))[:, None, :, None].to(x.dtype)  # (B, 1, T, 1)
+    return x.mul_(valid) if in_place else x * valid
 
 
 class DepthwiseStridingSubsampling(Subsampling):
@@ -67,13 +75,21 @@ class DepthwiseStridingSubsampling(Subsampling):
         input_size: feature dimension F (80 for fbank).
         output_size: model dimension d of the output frames.
         channels: convolution channels C; ``None`` means ``output_size`` (every paper configuration).
+        chunk_frames: without autograd (inference), compute the output this many output frames at a time, so the
+            (B, C, T/2, F/2) first-convolution image never exists whole (at 60 s, batch 2, C = 256 it is ~245 MB
+            and set the encoder's peak memory). The convolutions are local, so the result equals the
+            unchunked one. ``0`` or ``None`` disables chunking; training (autograd on) never chunks.
     """
 
-    def __init__(self, input_size: int, output_size: int, channels: int = None):
+    def __init__(self, input_size: int, output_size: int, channels: int = None, chunk_frames: int = 100):
         super().__init__()
         channels = output_size if channels is None else channels
         if channels <= 0:
             raise ValueError(f"dw_striding subsampling: channels must be > 0, got {channels}")
+        chunk_frames = 0 if chunk_frames is None else chunk_frames
+        if not isinstance(chunk_frames, int) or chunk_frames < 0:
+            raise ValueError(f"dw_striding subsampling: chunk_frames must be an int >= 0 or None, not {chunk_frames!r}")
+        self.chunk_frames = chunk_frames
         self.conv1 = nn.Conv2d(1, channels, kernel_size=3, stride=2, padding=1)
         self.depthwise = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1, groups=channels)
         self.pointwise = nn.Conv2d(channels, channels, kernel_size=1)
@@ -100,27 +116,60 @@ class DepthwiseStridingSubsampling(Subsampling):
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return _strided_length(_strided_length(lengths))
 
-    def _first_conv(self, x: torch.Tensor) -> torch.Tensor:
+    def _first_conv(self, x: torch.Tensor, time_padding: int = 1) -> torch.Tensor:
         """conv1 + ReLU of a (B, 1, T, F) image, as im2col + one matrix product (a 1-channel 3x3 convolution is
-        slow in oneDNN); the result is a (B, C, T/2, F/2) view of (B, T/2, F/2, C) memory, i.e. channels-last, the
-        layout in which the following depthwise convolution is fast."""
+        slow in oneDNN); the result is a (B, C, T', F/2) view of (B, T', F/2, C) memory, i.e. channels-last, the
+        layout in which the following depthwise convolution is fast. ``time_padding`` zero frames are added on
+        both time sides (1 as in conv1; the chunked path passes 0 and supplies the frames itself), so
+        ``T' = (T + 2 * time_padding - 3) // 2 + 1``."""
         batch, _, frames, bins = x.shape
-        columns = nn.functional.unfold(x, kernel_size=3, padding=1, stride=2)  # (B, 9, T/2 * F/2)
+        columns = nn.functional.unfold(x, kernel_size=3, padding=(time_padding, 1), stride=2)  # (B, 9, T' * F/2)
         y = torch.matmul(columns.transpose(1, 2), self.conv1.weight.view(self.conv1.out_channels, 9).T)
         y = torch.relu_(y + self.conv1.bias)
-        return y.view(batch, _strided_length(frames), _strided_length(bins), -1).permute(0, 3, 1, 2)
+        out_frames = (frames + 2 * time_padding - 3) // 2 + 1
+        return y.view(batch, out_frames, _strided_length(bins), -1).permute(0, 3, 1, 2)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T', F') -> (B, T', output_size): flatten channel-major (index c * F' + f), then the Linear."""
+        batch, channels, frames, features = x.shape
+        return self.out(x.transpose(1, 2).reshape(batch, frames, channels * features))
+
+    def _chunked_forward(
+        self, xs: torch.Tensor, lengths: torch.Tensor, half_lengths: torch.Tensor, out_lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """The inference path of :meth:`forward`, ``chunk_frames`` output frames at a time, same values.
+
+        Output frame t reads conv1 frames 2t-1 .. 2t+1, each of which reads input frames 2s-1 .. 2s+1, so output
+        frames [a, b) need conv1 frames [2a-1, 2b) and input frames [4a-3, 4b). The input gets 3 zero frames on
+        both sides (the convolutions' zero padding, and enough for the last chunk: 4 * ceil(T/4) <= T + 3), and
+        every conv1 frame outside [0, half_length) is zeroed, as the unchunked path's padding and masking do.
+        """
+        frames = _strided_length(_strided_length(xs.size(1)))
+        x = _zero_padded_frames(xs.unsqueeze(1), lengths)  # (B, 1, T, F)
+        x = nn.functional.pad(x, (0, 0, 3, 3))  # input frame n is row n + 3
+        chunks = []
+        for start in range(0, frames, self.chunk_frames):
+            end = min(start + self.chunk_frames, frames)
+            h = self._first_conv(x[:, :, 4 * start : 4 * end + 3], time_padding=0)  # conv1 frames [2 start - 1, 2 end)
+            h = _zero_padded_frames(h, half_lengths, first_frame=2 * start - 1, in_place=True)
+            h = nn.functional.conv2d(
+                h, self.depthwise.weight, self.depthwise.bias, stride=2, padding=(0, 1), groups=h.size(1)
+            )
+            h = torch.relu_(self.pointwise(h))  # (B, C, end - start, F/4)
+            h = _zero_padded_frames(h, out_lengths, first_frame=start, in_place=True)
+            chunks.append(self._project(h))
+        return torch.cat(chunks, dim=1)
 
     def forward(self, xs: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F) features and (B,) lengths -> (B, ceil(ceil(T/2)/2), output_size) frames and their lengths."""
         half_lengths = _strided_length(lengths)
         out_lengths = _strided_length(half_lengths)
+        if self.chunk_frames and not torch.is_grad_enabled():
+            return self._chunked_forward(xs, lengths, half_lengths, out_lengths), out_lengths
         x = _zero_padded_frames(xs.unsqueeze(1), lengths)  # (B, 1, T, F)
         x = _zero_padded_frames(self._first_conv(x), half_lengths)  # (B, C, T/2, F/2)
         x = torch.relu_(self.pointwise(self.depthwise(x)))  # (B, C, T/4, F/4)
-        x = _zero_padded_frames(x, out_lengths)
-        batch, channels, frames, features = x.shape
-        x = x.transpose(1, 2).reshape(batch, frames, channels * features)  # channel-major: index c * F' + f
-        return self.out(x), out_lengths
+        return self._project(_zero_padded_frames(x, out_lengths)), out_lengths
 
 
 SUBSAMPLING_KINDS: Dict[str, Type[Subsampling]] = {
