@@ -343,3 +343,12 @@ def test_bench_command_writes_the_report_of_an_espnet_baseline(tmp_path):
     assert short["status"] == "skipped" and "(5 < 7)" in short["note"]
     # conv2d subsampling: ((20 - 1) // 2 - 1) // 2 = 4 frames
     assert fine["status"] == "ok" and fine["output_shape"] == [2, 4, 256] and fine["flops"] > 0
+
+
+def test_hybridformer_is_measured_in_its_deploy_form():
+    from hybrid_encoders.bench.models import build_encoder
+
+    spec = parse_encoder("hybridformer:s")
+    assert spec.config() == {"preset": "s", "nsr_mode": "deploy"}
+    encoder = build_encoder(spec, 80)
+    assert not any(isinstance(module, torch.nn.BatchNorm1d) for module in encoder.modules())
