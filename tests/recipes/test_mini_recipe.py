@@ -53,7 +53,7 @@ def test_whole_recipe_on_a_tiny_corpus(tmp_path):
     for stage in range(1, 7):
         assert f"Stage {stage}:" in result.stdout
     assert "[train] epoch 1/1 started" in result.stdout
-    exp = recipe / "exp" / "asr_conformer_bpe_unigram40"
+    exp = recipe / "exp" / "asr_squeezeformer_bpe_unigram40"  # the default config
     decode = exp / "decode_decode_asr_valid.acc.ave" / "test"
     for path in [recipe / "data" / split / name for split in ("train", "dev", "test")
                  for name in ("wav.scp", "text", "utt2spk", "spk2utt")] + [
