@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = REPO_ROOT.parent / "shared" / "golden"
+SHARED_DIR = REPO_ROOT.parent / "shared"  # beside the checkout
+GOLDEN_DIR = SHARED_DIR / "golden"
+RESEARCH_DIR = SHARED_DIR / "research"
 
 
 def golden_path(name: str) -> Path:

@@ -15,16 +15,12 @@ from hybrid_encoders.convert.icefall_zipformer import (
 )
 from hybrid_encoders.encoders.zipformer import ZipformerEncoder
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"  # beside the checkout: repo root's parent
-GOLDEN = SHARED / "golden" / "zipformer_icefall_tiny.pt"
-RESEARCH_DIR = SHARED / "research"
+from conftest import RESEARCH_DIR, golden_path
 
 
 @pytest.fixture(scope="module")
 def golden():
-    if not GOLDEN.is_file():
-        pytest.skip(f"golden reference {GOLDEN} is absent (icefall's outputs live in ../shared/golden)")
-    return torch.load(GOLDEN)
+    return torch.load(golden_path("zipformer_icefall_tiny.pt"))
 
 
 def test_golden_equivalence_embed_and_encoder(golden):

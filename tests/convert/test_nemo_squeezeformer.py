@@ -10,14 +10,14 @@ from hybrid_encoders.cli import main
 from hybrid_encoders.convert import nemo_squeezeformer
 from hybrid_encoders.encoders.squeezeformer import SqueezeformerEncoder
 
-GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "golden" / "squeezeformer_nemo_tiny.pt"
+from conftest import golden_path
+
+GOLDEN_FILE = "squeezeformer_nemo_tiny.pt"
 
 
 @pytest.fixture(scope="module")
 def golden():
-    if not GOLDEN.is_file():
-        pytest.skip(f"golden reference {GOLDEN} is absent (NeMo outputs live in ../shared/golden beside the checkout)")
-    return torch.load(GOLDEN, map_location="cpu")
+    return torch.load(golden_path(GOLDEN_FILE), map_location="cpu")
 
 
 def _load_converted(out_dir: Path) -> SqueezeformerEncoder:
@@ -41,7 +41,7 @@ def _assert_reproduces(encoder, golden):
 
 
 def test_cli_converts_golden_and_reproduces_nemo_outputs(golden, tmp_path):
-    assert main(["convert", "nemo-squeezeformer", "--checkpoint", str(GOLDEN), "--out", str(tmp_path)]) == 0
+    assert main(["convert", "nemo-squeezeformer", "--checkpoint", str(golden_path(GOLDEN_FILE)), "--out", str(tmp_path)]) == 0
     _assert_reproduces(_load_converted(tmp_path), golden)
 
 
