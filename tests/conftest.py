@@ -73,3 +73,15 @@ def randomise_batch_norms(module):
             torch.nn.init.uniform_(sub.weight, -1.5, 1.5)
             torch.nn.init.uniform_(sub.bias, -1, 1)
     return module
+
+
+def asr_train_arguments(train: Path, valid: Path, config: str = "train.yaml", tokens: str = "tokens.txt") -> list:
+    """The ``asr_train`` options of a tiny char-level run on two :func:`write_random_corpus` directories (CPU)."""
+    return [
+        "--config", config, "--use_preprocessor", "true", "--token_type", "char", "--token_list", tokens,
+        "--ngpu", "0",
+        "--train_data_path_and_name_and_type", f"{train}/wav.scp,speech,sound",
+        "--train_data_path_and_name_and_type", f"{train}/text,text,text",
+        "--valid_data_path_and_name_and_type", f"{valid}/wav.scp,speech,sound",
+        "--valid_data_path_and_name_and_type", f"{valid}/text,text,text",
+    ]

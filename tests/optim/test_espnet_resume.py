@@ -4,7 +4,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_espnet, write_random_corpus
+from conftest import asr_train_arguments, run_espnet, write_random_corpus
 
 TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "<sos/eos>"]
 
@@ -31,13 +31,7 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path):
         "best_model_criterion": [["valid", "loss", "min"]], "keep_nbest_models": 1,
     }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
-    common = [
-        "--config", "train.yaml", "--use_preprocessor", "true", "--token_type", "char", "--token_list", "tokens.txt",
-        "--ngpu", "0",
-        "--train_data_path_and_name_and_type", f"{train}/wav.scp,speech,sound",
-        "--train_data_path_and_name_and_type", f"{train}/text,text,text",
-        "--valid_data_path_and_name_and_type", f"{valid}/wav.scp,speech,sound",
-        "--valid_data_path_and_name_and_type", f"{valid}/text,text,text",
+    common = asr_train_arguments(train, valid) + [
         "--train_shape_file", f"{train}/wav.scp", "--valid_shape_file", f"{valid}/wav.scp",
     ]
     run_espnet("asr_train", *common, "--output_dir", "straight", "--max_epoch", "3", cwd=tmp_path)

@@ -27,7 +27,7 @@ def test_stage_before_its_inputs_says_what_to_run(tmp_path):
     recipe = _copy_recipe(tmp_path)
     result = _run(recipe, "--stage", "4")
     assert result.returncode != 0
-    assert "exp/asr_stats_bpe_unigram200/.done is missing: it is made by stage 3; run ./run.sh --stage 3 first" \
+    assert "exp/asr_stats_char/.done is missing: it is made by stage 3; run ./run.sh --stage 3 first" \
         in result.stderr
 
 
@@ -46,7 +46,8 @@ def test_bad_options_are_named(tmp_path, options, message):
 @pytest.mark.slow
 def test_whole_recipe_on_a_tiny_corpus(tmp_path):
     recipe = _copy_recipe(tmp_path)
-    options = ["--corpus_size", "44", "--nbpe", "40", "--nj", "2", "--asr_args", "--max_epoch 1 --batch_size 8",
+    options = ["--corpus_size", "44", "--token_type", "bpe", "--nbpe", "40", "--nj", "2",
+               "--asr_args", "--max_epoch 1 --batch_size 8",
                "--inference_args", "--beam_size 1 --maxlenratio 0.3"]
     result = _run(recipe, *options)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 import yaml
-from conftest import REPO_ROOT, run_espnet as espnet, write_random_corpus as write_corpus
+from conftest import REPO_ROOT, asr_train_arguments, run_espnet as espnet, write_random_corpus as write_corpus
 
 from espnet2.asr.ctc import CTC
 from espnet2.asr.decoder.transducer_decoder import TransducerDecoder
@@ -149,14 +149,7 @@ def test_asr_train_and_asr_inference_with_stateless_decoder_and_pruned_loss(tmp_
         "best_model_criterion": [["valid", "loss", "min"]], "keep_nbest_models": 1, "seed": 0,
     }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
-    common = [
-        "--config", "train.yaml", "--use_preprocessor", "true", "--token_type", "char", "--token_list", "tokens.txt",
-        "--ngpu", "0",
-        "--train_data_path_and_name_and_type", f"{train}/wav.scp,speech,sound",
-        "--train_data_path_and_name_and_type", f"{train}/text,text,text",
-        "--valid_data_path_and_name_and_type", f"{valid}/wav.scp,speech,sound",
-        "--valid_data_path_and_name_and_type", f"{valid}/text,text,text",
-    ]
+    common = asr_train_arguments(train, valid)
     espnet("asr_train", *common, "--collect_stats", "true", "--output_dir", "stats",
            "--train_shape_file", f"{train}/wav.scp", "--valid_shape_file", f"{valid}/wav.scp", cwd=tmp_path)
     log = espnet("asr_train", *common, "--output_dir", "exp",
