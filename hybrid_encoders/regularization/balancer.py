@@ -190,10 +190,10 @@ def limit_param_value(
     x: torch.Tensor, min_value: float, max_value: float, prob: float = 0.6, training: bool = True
 ) -> torch.Tensor:
     """Identity on ``x`` (a parameter) whose backward pushes out-of-range elements back, with probability ``prob``."""
+    if max_value < min_value:  # checked before the random draw, so a bad range fails every time
+        raise ValueError(f"limit_param_value: max_value {max_value} < min_value {min_value}")
     if not training or random.random() >= prob:
         return x
-    if max_value < min_value:
-        raise ValueError(f"limit_param_value: max_value {max_value} < min_value {min_value}")
     return _LimitParamValueFunction.apply(x, min_value, max_value)
 
 
