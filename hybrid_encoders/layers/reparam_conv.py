@@ -24,6 +24,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from hybrid_encoders.layers.depthwise_conv import depthwise_conv1d
+
 MODES = ("search", "train", "deploy")
 
 
@@ -56,7 +58,7 @@ class _ConvBranch(nn.Module):
         """(B, C, T) -> (B, C, T)."""
         if self.conv is None:
             return self.norm(x)
-        return self.norm(self.conv(nn.functional.pad(x, (self.left_pad, self.right_pad))))
+        return self.norm(depthwise_conv1d(x, self.conv.weight, None, self.left_pad, self.right_pad))
 
     def folded(self, kernel_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """The branch as one centred depthwise kernel of ``kernel_size`` (odd) taps with bias, BatchNorm folded in.
@@ -180,7 +182,8 @@ class ReparamDepthwiseConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, C, T)."""
         if self.mode == "deploy":
-            return self.fused(x)
+            padding = self.fused.padding[0]
+            return depthwise_conv1d(x, self.fused.weight, self.fused.bias, padding, padding)
         y = self.main(x)
         if len(self.branches) == 0:
             return y
