@@ -1,8 +1,9 @@
 """Every YAML under egs/ (recipes) and conf/ (presets) passes ESPnet's own checks with the plugin installed.
 
-Training configs (every file not named ``decode*.yaml``) go through ``asr_train --dry_run true --iterator_type none``, which parses the
-YAML with ESPnet's argument parser and builds the model, optimizer and scheduler. Decoding configs
-(``decode_*.yaml``) must only use options of ``asr_inference``. All configs are checked in ONE Python subprocess
+Training configs (every file not named ``decode*.yaml``) go through ``asr_train --dry_run true --iterator_type
+none``, which parses the YAML with ESPnet's argument parser and builds the model, optimizer and scheduler; language
+model configs (``train_lm*.yaml``) go through ``lm_train`` the same way. Decoding configs (``decode_*.yaml``) must
+only use options of ``asr_inference``. All configs are checked in ONE Python subprocess
 (``import espnet2.tasks.asr`` takes 10-25 s), a config whose encoder or model class is not registered is skipped
 with the reason. Encoder presets without a decoder (conf/<encoder>/*.yaml) are checked as CTC-only models
 (``--model_conf ctc_weight=1.0``): ESPnet's default ctc_weight of 0.5 needs a decoder.
@@ -21,13 +22,15 @@ CONFIGS = sorted(os.path.relpath(path, REPO) for pattern in (("egs", "*", "asr1"
                                                               ("conf", "**", "*.yaml"))
                  for path in glob.glob(os.path.join(REPO, *pattern), recursive=True))
 DECODE_CONFIGS = [c for c in CONFIGS if os.path.basename(c).startswith("decode")]
-TRAIN_CONFIGS = [c for c in CONFIGS if c not in DECODE_CONFIGS]
+LM_CONFIGS = [c for c in CONFIGS if os.path.basename(c).startswith("train_lm")]
+TRAIN_CONFIGS = [c for c in CONFIGS if c not in DECODE_CONFIGS + LM_CONFIGS]
 
 CHECKER = r"""
 import contextlib, io, json, logging, sys, tempfile, traceback
 import yaml
 from espnet2.bin.asr_inference import get_parser
 from espnet2.tasks.asr import ASRTask, decoder_choices, encoder_choices, model_choices
+from espnet2.tasks.lm import LMTask
 
 logging.disable(logging.CRITICAL)
 work = tempfile.mkdtemp()
@@ -52,12 +55,14 @@ for kind, path in json.loads(sys.argv[1]):
         result.update(status="skip", reason="not registered (yet): " + ", ".join(missing))
         print(json.dumps(result), flush=True)
         continue
-    ctc_only = [] if "decoder" in config else ["--model_conf", "ctc_weight=1.0"]
+    task, extra = ASRTask, [] if "decoder" in config else ["--model_conf", "ctc_weight=1.0"]
+    if kind == "lm":
+        task, extra = LMTask, []
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            ASRTask.main(cmd=["--config", path, "--dry_run", "true", "--iterator_type", "none", "--ngpu", "0",
-                              "--token_type", "char", "--token_list", work + "/tokens.txt",
-                              "--output_dir", work + "/exp", "--log_level", "ERROR", *ctc_only])
+            task.main(cmd=["--config", path, "--dry_run", "true", "--iterator_type", "none", "--ngpu", "0",
+                           "--token_type", "char", "--token_list", work + "/tokens.txt",
+                           "--output_dir", work + "/exp", "--log_level", "ERROR", *extra])
     except BaseException as error:
         result.update(status="fail", reason=f"{type(error).__name__}: {error}\n{traceback.format_exc()[-2000:]}")
     print(json.dumps(result), flush=True)
@@ -66,7 +71,8 @@ for kind, path in json.loads(sys.argv[1]):
 
 @pytest.fixture(scope="module")
 def outcomes():
-    jobs = [["train", c] for c in TRAIN_CONFIGS] + [["decode", c] for c in DECODE_CONFIGS]
+    jobs = ([["train", c] for c in TRAIN_CONFIGS] + [["lm", c] for c in LM_CONFIGS]
+            + [["decode", c] for c in DECODE_CONFIGS])
     completed = subprocess.run([sys.executable, "-c", CHECKER, json.dumps(jobs)], cwd=REPO, capture_output=True,
                                text=True, timeout=900)
     results = {}
@@ -85,7 +91,7 @@ def test_every_recipe_has_configs():
         assert any(c.startswith(os.path.join("egs", recipe, "")) for c in DECODE_CONFIGS), recipe
 
 
-@pytest.mark.parametrize("config", TRAIN_CONFIGS + DECODE_CONFIGS)
+@pytest.mark.parametrize("config", TRAIN_CONFIGS + LM_CONFIGS + DECODE_CONFIGS)
 def test_config_passes_espnet_checks(outcomes, config):
     outcome = outcomes[config]
     if outcome["status"] == "skip":

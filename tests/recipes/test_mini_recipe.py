@@ -25,9 +25,9 @@ def _run(recipe, *options, timeout=600):
 
 def test_stage_before_its_inputs_says_what_to_run(tmp_path):
     recipe = _copy_recipe(tmp_path)
-    result = _run(recipe, "--stage", "4")
+    result = _run(recipe, "--stage", "5")
     assert result.returncode != 0
-    assert "exp/asr_stats_char/.done is missing: it is made by stage 3; run ./run.sh --stage 3 first" \
+    assert "exp/asr_stats_char/.done is missing: it is made by stage 4; run ./run.sh --stage 4 first" \
         in result.stderr
 
 
@@ -35,6 +35,8 @@ def test_stage_before_its_inputs_says_what_to_run(tmp_path):
     (["--no_such_option", "1"], "unknown option --no_such_option"),
     (["--nj", "two"], "--nj must be a non-negative integer"),
     (["--token_type", "word"], "--token_type must be bpe or char"),
+    (["--use_lm", "yes"], "--use_lm must be true or false"),
+    (["--lm_config", "conf/missing_lm.yaml"], "--lm_config conf/missing_lm.yaml not found"),
     (["--asr_config", "conf/missing.yaml"], "--asr_config conf/missing.yaml not found"),
 ])
 def test_bad_options_are_named(tmp_path, options, message):
@@ -47,21 +49,24 @@ def test_bad_options_are_named(tmp_path, options, message):
 def test_whole_recipe_on_a_tiny_corpus(tmp_path):
     recipe = _copy_recipe(tmp_path)
     options = ["--corpus_size", "44", "--token_type", "bpe", "--nbpe", "40", "--nj", "2",
-               "--asr_args", "--max_epoch 1 --batch_size 8",
+               "--asr_args", "--max_epoch 1 --batch_size 8", "--lm_args", "--max_epoch 1",
                "--inference_args", "--beam_size 1 --maxlenratio 0.3"]
     result = _run(recipe, *options)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for stage in range(1, 7):
+    for stage in range(1, 8):
         assert f"Stage {stage}:" in result.stdout
     assert "[train] epoch 1/1 started" in result.stdout
     exp = recipe / "exp" / "asr_squeezeformer_bpe_unigram40"  # the default config
-    decode = exp / "decode_decode_asr_valid.acc.ave" / "test"
+    lm_exp = recipe / "exp" / "lm_bpe_unigram40"
+    decode = exp / "decode_decode_asr_valid.acc.ave_lm_bpe_unigram40_valid.loss.ave" / "test"
     for path in [recipe / "data" / split / name for split in ("train", "dev", "test")
                  for name in ("wav.scp", "text", "utt2spk", "spk2utt")] + [
             recipe / "data" / "manifests" / "mini_supervisions_train.jsonl.gz",
             recipe / "data" / "token_list" / "bpe_unigram40" / "bpe.model",
             recipe / "exp" / "asr_stats_bpe_unigram40" / "train" / "feats_stats.npz",
             recipe / "exp" / "asr_stats_bpe_unigram40" / "train" / "text_shape.bpe",
+            recipe / "exp" / "lm_stats_bpe_unigram40" / "train" / "text_shape.bpe",
+            lm_exp / "config.yaml", lm_exp / "valid.loss.ave.pth",
             exp / "config.yaml", exp / "valid.acc.ave.pth", decode / "text",
             decode / "score_wer" / "alignments.txt", exp / "RESULTS.md", exp / "training_curves.png"]:
         assert path.exists(), path
@@ -70,8 +75,20 @@ def test_whole_recipe_on_a_tiny_corpus(tmp_path):
     match = re.search(r"\|test\|(\d+)\|(\d+)\|[\d.]+\|[\d.]+\|[\d.]+\|[\d.]+\|([\d.]+)\|", results)
     assert match and int(match.group(1)) == num_test
     assert float(match.group(3)) >= 0.0
+    assert "language model: exp/lm_bpe_unigram40/valid.loss.ave.pth" in results
+    decode_log = (decode / "logdir" / "asr_inference.1.log").read_text()
+    assert "--lm_file exp/lm_bpe_unigram40/valid.loss.ave.pth" in decode_log
 
     # Every stage is a no-op the second time.
     again = _run(recipe, *options)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("already done") == 5
+    assert again.stdout.count("already done") == 6
+
+    # Without the LM: stage 3 is skipped and the decoding goes to its own directory.
+    no_lm = _run(recipe, *options, "--stage", "3", "--use_lm", "false")
+    assert no_lm.returncode == 0, no_lm.stderr[-3000:]
+    assert "Stage 3:" not in no_lm.stdout
+    no_lm_decode = exp / "decode_decode_asr_valid.acc.ave" / "test"
+    assert (no_lm_decode / "text").exists()
+    assert "--lm_file" not in (no_lm_decode / "logdir" / "asr_inference.1.log").read_text()
+    assert "language model: none" in (exp / "RESULTS.md").read_text()

@@ -3,23 +3,26 @@
 # ESPnet's own entry points in the stage order of egs2/TEMPLATE/asr1/asr.sh. Stages:
 #   1  data           synthesise the corpus; Kaldi dirs data/{train,dev,test}, lhotse manifests in data/manifests
 #   2  token list     sentencepiece model (--token_type bpe) or characters (--token_type char), ESPnet tokens.txt
-#   3  collect stats  asr_train --collect_stats true in --nj jobs, aggregate_stats_dirs (feats_stats.npz, shapes)
-#   4  train          asr_train; the trainer averages the --keep_nbest_models best checkpoints at the end
-#   5  decode         asr_inference in --nj jobs on each of --test_sets
-#   6  score          WER/CER with per-utterance alignments, RESULTS.md and training_curves.png in the exp dir
+#   3  LM             lm_train --collect_stats true, aggregate_stats_dirs, lm_train on the training transcripts
+#                     (skipped with --use_lm false)
+#   4  collect stats  asr_train --collect_stats true in --nj jobs, aggregate_stats_dirs (feats_stats.npz, shapes)
+#   5  train          asr_train; the trainer averages the --keep_nbest_models best checkpoints at the end
+#   6  decode         asr_inference in --nj jobs on each of --test_sets, with the LM of stage 3 (--use_lm true)
+#   7  score          WER/CER with per-utterance alignments, RESULTS.md and training_curves.png in the exp dir
 # A finished stage is skipped when run again with the same options (its marker file is named in the message).
 set -euo pipefail
 
 help_message="Usage: $0 [--stage N] [--stop_stage N] [--asr_config conf/X.yaml] [--inference_config conf/Y.yaml]
   [--nj N] [--ngpu N] [--corpus_size N] [--seed N] [--token_type bpe|char] [--nbpe N] [--test_sets 'dev test']
-  [--asr_tag TAG] [--asr_args '...'] [--inference_args '...'] [--inference_asr_model valid.acc.ave.pth]
+  [--asr_tag TAG] [--asr_args '...'] [--use_lm true|false] [--lm_config conf/train_lm.yaml] [--lm_args '...']
+  [--inference_args '...'] [--inference_asr_model valid.acc.ave.pth] [--inference_lm valid.loss.ave.pth]
   [--espeak_backend auto|program|library] [--python python3]"
 
 cd "$(dirname "$0")"
 . ./path.sh
 
 stage=1                 # first stage to run
-stop_stage=6            # last stage to run
+stop_stage=7            # last stage to run
 nj=2                    # parallel jobs for synthesis, statistics and decoding
 ngpu=0                  # GPUs for training and decoding (0: CPU)
 corpus_size=1800        # utterances over train, dev and test (84 % / 6 % / 10 %)
@@ -30,6 +33,10 @@ nbpe=200                # sentencepiece vocabulary size
 asr_config=conf/train_asr_squeezeformer.yaml
 inference_config=conf/decode_asr.yaml
 inference_asr_model=valid.acc.ave.pth
+use_lm=true             # train a character/BPE LSTM LM on the training transcripts and decode with it
+lm_config=conf/train_lm.yaml
+lm_args=""              # extra lm_train options, e.g. "--max_epoch 5"
+inference_lm=valid.loss.ave.pth
 asr_tag=""              # default: the config's file name without train_ and .yaml
 asr_args=""             # extra asr_train options, e.g. "--max_epoch 4"
 inference_args=""       # extra asr_inference options, e.g. "--beam_size 10"
@@ -75,8 +82,10 @@ for name in stage stop_stage nj ngpu corpus_size seed nbpe; do
 done
 [ "${nj}" -ge 1 ] || die "--nj must be at least 1"
 case "${token_type}" in bpe|char) ;; *) die "--token_type must be bpe or char, got '${token_type}'" ;; esac
+case "${use_lm}" in true|false) ;; *) die "--use_lm must be true or false, got '${use_lm}'" ;; esac
 [ -f "${asr_config}" ] || die "--asr_config ${asr_config} not found (configs: $(ls conf/train_*.yaml | tr '\n' ' '))"
 [ -f "${inference_config}" ] || die "--inference_config ${inference_config} not found"
+[ "${use_lm}" = false ] || [ -f "${lm_config}" ] || die "--lm_config ${lm_config} not found (or --use_lm false)"
 for set_name in ${test_sets}; do
     case "${set_name}" in dev|test) ;; *) die "--test_sets: unknown set '${set_name}' (dev, test)" ;; esac
 done
@@ -96,10 +105,13 @@ bpemodel=none
 asr_tag=${asr_tag:-$(basename "${asr_config}" .yaml | sed 's/^train_asr_//; s/^train_//')}_${token_tag}
 asr_exp=exp/asr_${asr_tag}
 asr_stats_dir=exp/asr_stats_${token_tag}
+lm_exp=exp/$(basename "${lm_config}" .yaml | sed 's/^train_//')_${token_tag}
+lm_stats_dir=exp/lm_stats_${token_tag}
 inference_tag=$(basename "${inference_config}" .yaml)_$(basename "${inference_asr_model}" .pth)
-common_train_args=(--use_preprocessor true --token_type "${token_type}" --token_list "${token_list}"
-                   --bpemodel "${bpemodel}" --cleaner none --g2p none --non_linguistic_symbols none
-                   --config "${asr_config}" --frontend_conf fs=16k)
+[ "${use_lm}" = true ] && inference_tag+=_$(basename "${lm_exp}")_$(basename "${inference_lm}" .pth)
+token_args=(--use_preprocessor true --token_type "${token_type}" --token_list "${token_list}"
+            --bpemodel "${bpemodel}" --cleaner none --g2p none --non_linguistic_symbols none)
+common_train_args=("${token_args[@]}" --config "${asr_config}" --frontend_conf fs=16k)
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     banner 1 "synthesise the eSpeak NG corpus (corpus_size=${corpus_size}, seed=${seed})"
@@ -134,8 +146,46 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     fi
 fi
 
-if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
-    banner 3 "collect feature statistics (${nj} jobs)"
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [ "${use_lm}" = true ]; then
+    banner 3 "train the language model ${lm_exp} (config ${lm_config})"
+    require data/.stage1.done 1
+    require "${token_dir}/.done" 2
+    # As asr.sh stages 6-7: text statistics (token counts per sentence), then lm_train; the LM sees the training
+    # transcripts only, and the dev transcripts for validation.
+    signature="$(cat "${token_dir}/.done") config=$(cksum < "${lm_config}") args=${lm_args}"
+    if is_done "${lm_exp}/.done" "${signature}"; then
+        log "already done (${lm_exp}/.done); skipping"
+    else
+        rm -rf "${lm_stats_dir}"
+        mkdir -p "${lm_stats_dir}/logdir" "${lm_exp}"
+        lm_data_args=(--train_data_path_and_name_and_type data/train/text,text,text
+                      --valid_data_path_and_name_and_type data/dev/text,text,text)
+        "${python}" -m espnet2.bin.lm_train --collect_stats true "${token_args[@]}" --config "${lm_config}" \
+            --ngpu 0 "${lm_data_args[@]}" --train_shape_file data/train/text --valid_shape_file data/dev/text \
+            --output_dir "${lm_stats_dir}/logdir/stats.1" > "${lm_stats_dir}/logdir/stats.1.log" 2>&1 \
+            || { tail -n 20 "${lm_stats_dir}/logdir/stats.1.log" >&2; die "LM statistics failed"; }
+        "${python}" -m espnet2.bin.aggregate_stats_dirs --input_dir "${lm_stats_dir}/logdir/stats.1" \
+            --output_dir "${lm_stats_dir}" || die "aggregate_stats_dirs failed"
+        vocab_size=$(wc -l < "${token_list}")
+        for set_name in train valid; do
+            awk -v size="${vocab_size}" '{ print $0 "," size }' "${lm_stats_dir}/${set_name}/text_shape" \
+                > "${lm_stats_dir}/${set_name}/text_shape.${token_type}"
+        done
+        log "full log: ${lm_exp}/train.log"
+        # shellcheck disable=SC2086  # lm_args is a list of options
+        "${python}" -m espnet2.bin.lm_train "${token_args[@]}" --config "${lm_config}" --ngpu "${ngpu}" \
+            --resume true --output_dir "${lm_exp}" "${lm_data_args[@]}" \
+            --train_shape_file "${lm_stats_dir}/train/text_shape.${token_type}" \
+            --valid_shape_file "${lm_stats_dir}/valid/text_shape.${token_type}" --fold_length 150 ${lm_args} 2>&1 \
+            | tee -a "${lm_exp}/train.log" | "${python}" -m hybrid_encoders.recipes.progress \
+            || { tail -n 30 "${lm_exp}/train.log" >&2; die "LM training failed; full log: ${lm_exp}/train.log"; }
+        require "${lm_exp}/${inference_lm}" 3
+        echo "${signature}" > "${lm_exp}/.done"
+    fi
+fi
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+    banner 4 "collect feature statistics (${nj} jobs)"
     require data/.stage1.done 1
     require "${token_dir}/.done" 2
     # As in asr.sh, the statistics are shared by every config: they depend only on the frontend (the same STFT and
@@ -174,9 +224,9 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     fi
 fi
 
-if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-    banner 4 "train ${asr_exp} (config ${asr_config})"
-    require "${asr_stats_dir}/.done" 3
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+    banner 5 "train ${asr_exp} (config ${asr_config})"
+    require "${asr_stats_dir}/.done" 4
     signature="$(cat "${asr_stats_dir}/.done") config=$(cksum < "${asr_config}") args=${asr_args}"
     if is_done "${asr_exp}/.done" "${signature}"; then
         log "already done (${asr_exp}/.done); skipping"
@@ -198,17 +248,25 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
             --fold_length 80000 --fold_length 150 ${asr_args} 2>&1 \
             | tee -a "${asr_exp}/train.log" | "${python}" -m hybrid_encoders.recipes.progress \
             || { tail -n 30 "${asr_exp}/train.log" >&2; die "training failed; full log: ${asr_exp}/train.log"; }
-        require "${asr_exp}/${inference_asr_model}" 4
+        require "${asr_exp}/${inference_asr_model}" 5
         echo "${signature}" > "${asr_exp}/.done"
     fi
 fi
 
-if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
-    banner 5 "decode ${test_sets} with ${inference_asr_model} (${nj} jobs)"
-    require "${asr_exp}/.done" 4
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+    banner 6 "decode ${test_sets} with ${inference_asr_model} (${nj} jobs)"
+    require "${asr_exp}/.done" 5
+    lm_decode_args=()
+    lm_signature="no LM"
+    if [ "${use_lm}" = true ]; then
+        require "${lm_exp}/.done" 3
+        lm_decode_args=(--lm_train_config "${lm_exp}/config.yaml" --lm_file "${lm_exp}/${inference_lm}")
+        lm_signature="LM $(cat "${lm_exp}/.done")"
+    fi
     for set_name in ${test_sets}; do
         decode_dir=${asr_exp}/decode_${inference_tag}/${set_name}
-        signature="$(cat "${asr_exp}/.done") inference=$(cksum < "${inference_config}") args=${inference_args}"
+        signature="$(cat "${asr_exp}/.done") ${lm_signature} inference=$(cksum < "${inference_config}")"
+        signature+=" args=${inference_args}"
         if is_done "${decode_dir}/.done" "${signature}"; then
             log "${set_name}: already done (${decode_dir}/.done); skipping"
             continue
@@ -236,7 +294,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
             "${python}" -m espnet2.bin.asr_inference --batch_size 1 --ngpu "${ngpu}" \
             --data_path_and_name_and_type "data/${set_name}/wav.scp,speech,sound" --key_file "${logdir}/keys.JOB.scp" \
             --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_asr_model}" \
-            --output_dir "${logdir}/output.JOB" --config "${inference_config}" ${inference_args}
+            --output_dir "${logdir}/output.JOB" --config "${inference_config}" "${lm_decode_args[@]}" ${inference_args}
         kill "${progress_pid}" 2> /dev/null || true
         trap - EXIT
         cat "${logdir}"/output.*/1best_recog/text | sort > "${decode_dir}/text"
@@ -245,20 +303,23 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     done
 fi
 
-if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
-    banner 6 "score and report"
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+    banner 7 "score and report"
     decode_args=()
     for set_name in ${test_sets}; do
         decode_dir=${asr_exp}/decode_${inference_tag}/${set_name}
-        require "${decode_dir}/.done" 5
+        require "${decode_dir}/.done" 6
         "${python}" -m hybrid_encoders.recipes.scoring --ref "data/${set_name}/text" --hyp "${decode_dir}/text" \
             --utt2spk "data/${set_name}/utt2spk" --output_dir "${decode_dir}" || die "scoring failed"
         decode_args+=(--decode_dir "${set_name}=${decode_dir}")
     done
+    lm_description="none (--use_lm false)"
+    [ "${use_lm}" = true ] && lm_description="${lm_exp}/${inference_lm} (${lm_config}), trained on data/train/text"
     params=$(grep -m1 -o "Total Number of model parameters: [0-9.]* [KMG]" "${asr_exp}/train.log" 2> /dev/null | tail -n1 || true)
     "${python}" -m hybrid_encoders.recipes.report --exp_dir "${asr_exp}" "${decode_args[@]}" \
         --output "${asr_exp}/RESULTS.md" \
         --description "config: ${asr_config}, decoding: ${inference_config} (${inference_asr_model})" \
+        --description "language model: ${lm_description}" \
         --description "corpus: eSpeak NG, corpus_size=${corpus_size}, seed=${seed}; tokens: ${token_tag}" \
         --description "model size: ${params#Total Number of model parameters: }" \
         --description "environment: $(nproc) CPU core(s), ngpu=${ngpu}, $("${python}" -c 'import espnet, torch; print("espnet", espnet.__version__, "torch", torch.__version__)')" \
