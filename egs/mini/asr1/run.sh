@@ -76,6 +76,30 @@ run_jobs() {
 split_keys() {
     awk -v n="$3" -v prefix="$2" '{ print > (prefix "." ((NR - 1) % n + 1) ".scp") }' "$1"
 }
+# aggregate_stats OUTPUT_DIR STATS_DIR...: aggregate_stats_dirs, then (as asr.sh does) append the vocabulary size to
+# each text shape, giving OUTPUT_DIR/{train,valid}/text_shape.<token_type>.
+aggregate_stats() {
+    local output_dir=$1 inputs=() input set_name vocab_size
+    shift
+    for input in "$@"; do inputs+=(--input_dir "${input}"); done
+    "${python}" -m espnet2.bin.aggregate_stats_dirs "${inputs[@]}" --output_dir "${output_dir}" \
+        || die "aggregate_stats_dirs failed"
+    vocab_size=$(wc -l < "${token_list}")
+    for set_name in train valid; do
+        awk -v size="${vocab_size}" '{ print $0 "," size }' "${output_dir}/${set_name}/text_shape" \
+            > "${output_dir}/${set_name}/text_shape.${token_type}"
+    done
+}
+# train_logged EXP_DIR WHAT CMD...: run a trainer with its full log appended to EXP_DIR/train.log and condensed
+# progress (batches, loss, ETA) on the console; on failure show the log's tail.
+train_logged() {
+    local exp_dir=$1 what=$2
+    shift 2
+    mkdir -p "${exp_dir}"
+    log "full log: ${exp_dir}/train.log (an interrupted run resumes from its last checkpoint)"
+    "$@" 2>&1 | tee -a "${exp_dir}/train.log" | "${python}" -m hybrid_encoders.recipes.progress \
+        || { tail -n 30 "${exp_dir}/train.log" >&2; die "${what} failed; full log: ${exp_dir}/train.log"; }
+}
 
 for name in stage stop_stage nj ngpu corpus_size seed nbpe; do
     [[ "${!name}" =~ ^[0-9]+$ ]] || die "--${name} must be a non-negative integer, got '${!name}'"
@@ -157,28 +181,20 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [ "${use_lm}" = true ]; 
         log "already done (${lm_exp}/.done); skipping"
     else
         rm -rf "${lm_stats_dir}"
-        mkdir -p "${lm_stats_dir}/logdir" "${lm_exp}"
+        mkdir -p "${lm_stats_dir}/logdir"
         lm_data_args=(--train_data_path_and_name_and_type data/train/text,text,text
                       --valid_data_path_and_name_and_type data/dev/text,text,text)
         "${python}" -m espnet2.bin.lm_train --collect_stats true "${token_args[@]}" --config "${lm_config}" \
             --ngpu 0 "${lm_data_args[@]}" --train_shape_file data/train/text --valid_shape_file data/dev/text \
             --output_dir "${lm_stats_dir}/logdir/stats.1" > "${lm_stats_dir}/logdir/stats.1.log" 2>&1 \
             || { tail -n 20 "${lm_stats_dir}/logdir/stats.1.log" >&2; die "LM statistics failed"; }
-        "${python}" -m espnet2.bin.aggregate_stats_dirs --input_dir "${lm_stats_dir}/logdir/stats.1" \
-            --output_dir "${lm_stats_dir}" || die "aggregate_stats_dirs failed"
-        vocab_size=$(wc -l < "${token_list}")
-        for set_name in train valid; do
-            awk -v size="${vocab_size}" '{ print $0 "," size }' "${lm_stats_dir}/${set_name}/text_shape" \
-                > "${lm_stats_dir}/${set_name}/text_shape.${token_type}"
-        done
-        log "full log: ${lm_exp}/train.log"
+        aggregate_stats "${lm_stats_dir}" "${lm_stats_dir}/logdir/stats.1"
         # shellcheck disable=SC2086  # lm_args is a list of options
-        "${python}" -m espnet2.bin.lm_train "${token_args[@]}" --config "${lm_config}" --ngpu "${ngpu}" \
+        train_logged "${lm_exp}" "LM training" \
+            "${python}" -m espnet2.bin.lm_train "${token_args[@]}" --config "${lm_config}" --ngpu "${ngpu}" \
             --resume true --output_dir "${lm_exp}" "${lm_data_args[@]}" \
             --train_shape_file "${lm_stats_dir}/train/text_shape.${token_type}" \
-            --valid_shape_file "${lm_stats_dir}/valid/text_shape.${token_type}" --fold_length 150 ${lm_args} 2>&1 \
-            | tee -a "${lm_exp}/train.log" | "${python}" -m hybrid_encoders.recipes.progress \
-            || { tail -n 30 "${lm_exp}/train.log" >&2; die "LM training failed; full log: ${lm_exp}/train.log"; }
+            --valid_shape_file "${lm_stats_dir}/valid/text_shape.${token_type}" --fold_length 150 ${lm_args}
         require "${lm_exp}/${inference_lm}" 3
         echo "${signature}" > "${lm_exp}/.done"
     fi
@@ -210,16 +226,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
             --valid_data_path_and_name_and_type data/dev/text,text,text \
             --train_shape_file "${logdir}/train.JOB.scp" --valid_shape_file "${logdir}/valid.JOB.scp" \
             --output_dir "${logdir}/stats.JOB"
-        stats_inputs=()
-        for job in $(seq 1 "${nj}"); do stats_inputs+=(--input_dir "${logdir}/stats.${job}"); done
-        "${python}" -m espnet2.bin.aggregate_stats_dirs "${stats_inputs[@]}" --output_dir "${asr_stats_dir}" \
-            || die "aggregate_stats_dirs failed"
-        # As asr.sh does: append the vocabulary size to each text shape.
-        vocab_size=$(wc -l < "${token_list}")
-        for set_name in train valid; do
-            awk -v size="${vocab_size}" '{ print $0 "," size }' "${asr_stats_dir}/${set_name}/text_shape" \
-                > "${asr_stats_dir}/${set_name}/text_shape.${token_type}"
-        done
+        aggregate_stats "${asr_stats_dir}" $(seq -f "${logdir}/stats.%g" 1 "${nj}")
         echo "${signature}" > "${asr_stats_dir}/.done"
     fi
 fi
@@ -231,10 +238,9 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     if is_done "${asr_exp}/.done" "${signature}"; then
         log "already done (${asr_exp}/.done); skipping"
     else
-        mkdir -p "${asr_exp}"
-        log "full log: ${asr_exp}/train.log (an interrupted run resumes from its last checkpoint)"
         # shellcheck disable=SC2086  # asr_args is a list of options
-        "${python}" -m espnet2.bin.asr_train "${common_train_args[@]}" --ngpu "${ngpu}" --resume true \
+        train_logged "${asr_exp}" training \
+            "${python}" -m espnet2.bin.asr_train "${common_train_args[@]}" --ngpu "${ngpu}" --resume true \
             --output_dir "${asr_exp}" \
             --normalize global_mvn --normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz" \
             --train_data_path_and_name_and_type data/train/wav.scp,speech,sound \
@@ -245,9 +251,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
             --valid_data_path_and_name_and_type data/dev/text,text,text \
             --valid_shape_file "${asr_stats_dir}/valid/speech_shape" \
             --valid_shape_file "${asr_stats_dir}/valid/text_shape.${token_type}" \
-            --fold_length 80000 --fold_length 150 ${asr_args} 2>&1 \
-            | tee -a "${asr_exp}/train.log" | "${python}" -m hybrid_encoders.recipes.progress \
-            || { tail -n 30 "${asr_exp}/train.log" >&2; die "training failed; full log: ${asr_exp}/train.log"; }
+            --fold_length 80000 --fold_length 150 ${asr_args}
         require "${asr_exp}/${inference_asr_model}" 5
         echo "${signature}" > "${asr_exp}/.done"
     fi
