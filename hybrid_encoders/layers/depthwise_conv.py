@@ -1,10 +1,12 @@
 """Depthwise convolution over time, computed as a channels-last 2-D convolution.
 
 Every encoder here has a depthwise temporal convolution on ``(B, C, T)`` data that is a transposed view of a
-``(B, T, C)`` sequence. Given as such to ``conv1d``, oneDNN copies it to ``(B, C, T)`` memory and runs its slow
-depthwise path: on this CPU a 512-channel, 31-tap conv over 2 x 750 frames takes about 11 ms that way and about 3 ms
-as a ``(B, C, 1, T)`` image in channels-last memory, which that view already is (no copy). This module is the one place
-that knows the trick; the Squeezeformer / HybridFormer / Zipformer convolution modules call it.
+``(B, T, C)`` sequence. Given to ``conv1d`` as such, oneDNN runs a slow depthwise path; as a ``(B, C, 1, T)`` image in
+channels-last memory, which that view already is (no copy), it takes a fast one. Measured on the 2-core development
+CPU (2 threads, median of 30): 512 channels, 31 taps, 2 x 750 frames (Squeezeformer-SM at 30 s): 0.85 ms against
+20.1 ms at inference; forward + backward is 2-2.5x faster at the mini recipe's training shapes (batch 8, 150-300
+frames, 192-512 channels) and 1.3x slower at 2 x 750 frames x 512 channels. This module is the one place that knows
+the trick; the Squeezeformer / HybridFormer (every NSR mode) / Zipformer convolution modules call it.
 """
 
 from typing import Optional
