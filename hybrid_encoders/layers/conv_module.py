@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from hybrid_encoders.layers.depthwise_conv import depthwise_conv1d
+from hybrid_encoders.layers.depthwise_conv import same_depthwise_conv1d
 
 
 class DepthwiseConvNorm(nn.Module):
@@ -42,8 +42,7 @@ class DepthwiseConvNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, C, T)."""
-        padding = self.conv.padding[0]
-        return self.norm(depthwise_conv1d(x, self.conv.weight, self.conv.bias, padding, padding))
+        return self.norm(same_depthwise_conv1d(self.conv, x))
 
 
 class ConvolutionModule(nn.Module):

@@ -28,7 +28,8 @@ def depthwise_conv1d(
             equal for odd "same" kernels, one less for the left-leaning even kernels of HybridFormer's NSR).
 
     Returns:
-        (B, C, T + left_pad + right_pad - k + 1): ``y[:, c, t] = bias[c] + Σ_i weight[c, 0, i] x[:, c, t - left_pad + i]``.
+        (B, C, T + left_pad + right_pad - k + 1), with
+        ``y[:, c, t] = bias[c] + Σ_i weight[c, 0, i] x[:, c, t - left_pad + i]`` (zero outside the sequence).
     """
     if not 0 <= right_pad <= left_pad:
         raise ValueError(f"depthwise_conv1d: need 0 <= right_pad <= left_pad, got {left_pad}, {right_pad}")
@@ -39,3 +40,10 @@ def depthwise_conv1d(
     extra = left_pad - right_pad
     y = y.squeeze(2)
     return y[..., : y.size(-1) - extra] if extra else y
+
+
+def same_depthwise_conv1d(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a depthwise ``nn.Conv1d`` with "same" padding (odd k, ``padding = k // 2``), computed by
+    :func:`depthwise_conv1d`: (B, C, T) -> (B, C, T)."""
+    padding = conv.padding[0]
+    return depthwise_conv1d(x, conv.weight, conv.bias, padding, padding)

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from hybrid_encoders.layers.depthwise_conv import depthwise_conv1d
+from hybrid_encoders.layers.depthwise_conv import depthwise_conv1d, same_depthwise_conv1d
 
 MODES = ("search", "train", "deploy")
 
@@ -182,8 +182,7 @@ class ReparamDepthwiseConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, C, T)."""
         if self.mode == "deploy":
-            padding = self.fused.padding[0]
-            return depthwise_conv1d(x, self.fused.weight, self.fused.bias, padding, padding)
+            return same_depthwise_conv1d(self.fused, x)
         y = self.main(x)
         if len(self.branches) == 0:
             return y

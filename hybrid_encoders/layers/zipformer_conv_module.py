@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybrid_encoders.layers.depthwise_conv import depthwise_conv1d
+from hybrid_encoders.layers.depthwise_conv import same_depthwise_conv1d
 from hybrid_encoders.layers.swoosh import SwooshLinear
 from hybrid_encoders.regularization.balancer import Balancer
 from hybrid_encoders.regularization.scheduled_float import ScheduledFloat, whitening_schedule
@@ -52,8 +52,5 @@ class ZipformerConvModule(nn.Module):
             gated = F.glu(projected, dim=-1)  # first half * sigmoid(second half), one fused op
         if key_padding_mask is not None:
             gated = gated.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
-        padding = self.depthwise_conv.padding[0]
-        convolved = depthwise_conv1d(gated.transpose(1, 2), self.depthwise_conv.weight, self.depthwise_conv.bias,
-                                     padding, padding)
-        convolved = self.balancer2(convolved)  # (B, C, T)
+        convolved = self.balancer2(same_depthwise_conv1d(self.depthwise_conv, gated.transpose(1, 2)))  # (B, C, T)
         return self.out_proj(self.whiten(convolved.transpose(1, 2)))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hybrid_encoders.layers.depthwise_conv import depthwise_conv1d
+from hybrid_encoders.layers.depthwise_conv import depthwise_conv1d, same_depthwise_conv1d
 
 
 def _naive(x, weight, bias, left_pad, right_pad):
@@ -46,6 +46,14 @@ def test_gradients_equal_those_of_conv1d():
     slow = torch.autograd.grad((reference * upstream).sum(), (sequence, weight, bias))
     for a, b in zip(fast, slow):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_same_padded_module_gives_the_module_output():
+    torch.manual_seed(1)
+    conv = torch.nn.Conv1d(6, 6, 7, padding=3, groups=6)
+    x = torch.randn(3, 20, 6).transpose(1, 2)
+    torch.testing.assert_close(same_depthwise_conv1d(conv, x), conv(x), atol=1e-5, rtol=0)
 
 
 def test_rejects_more_padding_on_the_right():
