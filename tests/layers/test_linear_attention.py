@@ -14,8 +14,9 @@ def _rotation_matrix(position, rope_dim, d_k, theta=10000.0):
     return matrix
 
 
-def _naive(attention, x, lengths, feature_map, rope_dim, denominator="rotated"):
-    """O(T^2) left product, pair by pair, over the valid keys only."""
+def _naive(attention, x, lengths, feature_map, rope_dim, denominator="rotated", floor=0.01):
+    """O(T^2) left product, pair by pair, over the valid keys only, with the denominator floored at
+    floor * |phi(q_t)| * sum_s |phi(k_s)| and clamped at 1e-6 (floor=0: the authors' formula)."""
     batch, length, dim = x.shape
     heads, d_k = attention.n_head, attention.d_k
     phi = torch.relu if feature_map == "relu" else (lambda z: torch.nn.functional.elu(z) + 1)
@@ -35,12 +36,14 @@ def _naive(attention, x, lengths, feature_map, rope_dim, denominator="rotated"):
                 q_t = phi(q[t, cols])
                 numerator = torch.zeros(d_k, dtype=torch.float64)
                 normaliser = torch.zeros((), dtype=torch.float64)
+                score_bound = torch.zeros((), dtype=torch.float64)
                 for s in range(lengths[b]):
                     k_s = phi(k[s, cols])
                     score = (rotations[t] @ q_t) @ (rotations[s] @ k_s)
                     numerator += score * v[s, cols]
                     normaliser += score if denominator == "rotated" else q_t @ k_s
-                out[b, t, cols] = numerator / normaliser.clamp_min(1e-6)
+                    score_bound += q_t.norm() * k_s.norm()
+                out[b, t, cols] = numerator / torch.maximum(normaliser, floor * score_bound).clamp_min(1e-6)
     return project("linear_out", out)
 
 
@@ -69,18 +72,69 @@ def test_right_product_equals_naive_left_product(feature_map, rope_dim, denomina
     assert torch.isfinite(y).all()
 
 
+def _unhealthy_case():
+    """d_k = 8, fully rotated: frame 0..11 of seed 7 has one (frame, head) whose rotated denominator is negative."""
+    torch.manual_seed(7)
+    attention = LinearAttention(2, 16, rope_dim=8)
+    x = torch.randn(1, 12, 16)
+    with torch.no_grad():
+        q = torch.relu(attention._heads(attention.linear_q(x))).double()
+        k = torch.relu(attention._heads(attention.linear_k(x))).double()
+        denominator = attention.rotary(q) @ attention.rotary(k).sum(-2, keepdim=True).transpose(-2, -1)
+        score_bound = q.norm(dim=-1, keepdim=True) * k.norm(dim=-1, keepdim=True).sum(-2, keepdim=True)
+    healthy = (denominator >= 0.01 * score_bound).squeeze(-1).all(dim=1)[0]  # (T,): every head healthy
+    assert int((denominator <= 0).sum()) >= 1 and 1 <= int((~healthy).sum()) < 12
+    return attention, x, healthy
+
+
+def test_floor_keeps_the_authors_formula_where_healthy_and_bounds_the_rest():
+    attention, x, healthy = _unhealthy_case()
+    authors = LinearAttention(2, 16, rope_dim=8, floor=0.0)
+    authors.load_state_dict(attention.state_dict())
+    with torch.no_grad():
+        y, y_authors = attention(x, x, x, None, None), authors(x, x, x, None, None)
+        values = attention.linear_v(x)
+    torch.testing.assert_close(y[0].double(), _naive(attention, x, [12], "relu", 8)[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        y_authors[0].double(), _naive(authors, x, [12], "relu", 8, floor=0.0)[0], atol=1e-3, rtol=1e-5
+    )
+    assert torch.equal(y[0, healthy], y_authors[0, healthy])  # bit-identical wherever the denominator is healthy
+    # elsewhere every attention output is at most max|v| / floor, so the layer output is bounded accordingly ...
+    out_layer = attention.linear_out
+    bound = out_layer.weight.abs().sum(dim=1) * values.abs().max() / 0.01 + out_layer.bias.abs()
+    assert bool((y[0, ~healthy].abs() <= bound).all())
+    # ... while the authors' clamp at 1e-6 multiplies the numerator by up to 1e6 there
+    assert float(y_authors[0, ~healthy].abs().max()) > 1e3 * float(y[0, ~healthy].abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_autocast_is_finite_and_close_to_float32(dtype):
+    attention, x, _ = _unhealthy_case()
+    x.requires_grad_(True)
+    reference = attention(x, x, x, None, None)
+    with torch.autocast("cpu", dtype=dtype):
+        y = attention(x, x, x, None, None)
+    assert y.dtype == dtype  # the projections still run in the autocast dtype
+    tolerance = {torch.float16: 4e-3, torch.bfloat16: 3e-2}[dtype]  # a few units of the dtype's precision
+    torch.testing.assert_close(y.float(), reference, atol=tolerance, rtol=tolerance)
+    y.float().square().sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in attention.parameters())
+
+
 def test_padding_invariance():
     torch.manual_seed(1)
     attention = LinearAttention(2, 64)
     alone = torch.randn(1, 7, 64)
-    batch = torch.randn(3, 12, 64) * 5  # garbage in the padded frames
+    batch = torch.randn(3, 12, 64) * 5  # garbage in the padded frames, even non-finite
     batch[1, :7] = alone[0]
+    batch[1, 8], batch[1, 9, :3], batch[2, 11] = float("nan"), float("inf"), -float("inf")
     mask = torch.tensor([12, 7, 10])[:, None] > torch.arange(12)[None, :]
     y_alone = attention(alone, alone, alone, None, torch.ones(1, 1, 7, dtype=torch.bool))
     y_batch = attention(batch, batch, batch, None, mask.unsqueeze(1))
     torch.testing.assert_close(y_batch[1, :7], y_alone[0], atol=1e-5, rtol=0)
-    torch.testing.assert_close(attention(batch, batch, batch, None, mask), y_batch)  # (B, T) mask works too
-    assert torch.isfinite(y_batch).all()
+    torch.testing.assert_close(attention(batch, batch, batch, None, mask), y_batch, equal_nan=True)  # (B, T) mask
+    assert torch.isfinite(y_batch[0]).all() and torch.isfinite(y_batch[1, :7]).all() and torch.isfinite(y_batch[2, :10]).all()
 
 
 def test_no_mask_means_all_valid_and_pos_emb_ignored():
@@ -106,6 +160,8 @@ def test_gradients_reach_all_projections():
         ({"rope_dim": 3}, "rope_dim"),
         ({"rope_dim": 10}, "rope_dim"),
         ({"eps": 0.0}, "eps"),
+        ({"floor": 1.0}, "floor"),
+        ({"floor": -0.1}, "floor"),
     ],
 )
 def test_bad_arguments(kwargs, match):
