@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # AISHELL-1 with ESPnet's asr.sh and a hybrid-encoders encoder: character units, CER. First: ./setup.sh
 # /path/to/espnet, then set AISHELL in db.sh (the corpus is downloaded there by stage 1 if absent, ~15 GB).
-# Any asr.sh option can be added, e.g. ./run.sh --asr_config conf/tuning/train_asr_zipformer_m.yaml
+# Any asr.sh option can be added, e.g.
+#   ./run.sh --asr_config conf/tuning/train_asr_zipformer_m_transducer.yaml \
+#       --inference_config conf/decode_asr_transducer.yaml
+# Decoding uses the checkpoint averaged on the config's first best_model_criterion (valid.loss.ave.pth here, see
+# ../../TEMPLATE/asr1/inference_model.sh) unless --inference_asr_model says otherwise.
 set -euo pipefail
 cd "$(dirname "$0")"
 [ -e asr.sh ] || { echo "run.sh: ERROR: asr.sh is missing: run ./setup.sh /path/to/espnet first" >&2; exit 1; }
 . ./path.sh
-. ../../TEMPLATE/asr1/check_plugin.sh
+. ../../TEMPLATE/asr1/check_env.sh
 
 train_set=train
 valid_set=dev
@@ -14,6 +18,7 @@ test_sets="dev test"
 
 asr_config=conf/tuning/train_asr_squeezeformer_sm.yaml
 inference_config=conf/decode_asr.yaml
+. ../../TEMPLATE/asr1/inference_model.sh   # sets inference_asr_model from the config
 
 ./asr.sh \
     --lang zh \
@@ -28,6 +33,7 @@ inference_config=conf/decode_asr.yaml
     --use_lm false \
     --asr_config "${asr_config}" \
     --inference_config "${inference_config}" \
+    --inference_asr_model "${inference_asr_model}" \
     --train_set "${train_set}" \
     --valid_set "${valid_set}" \
     --test_sets "${test_sets}" \
