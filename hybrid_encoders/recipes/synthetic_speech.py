@@ -3,7 +3,10 @@
 Speakers are eSpeak NG voice variants (``m1``, ``f3``, ``klatt2``, ...). Every utterance draws an English accent
 (``en-us``, ``en-gb-scotland``, ...), a speaking rate and a pitch around its speaker's own, then gets a random gain,
 leading/trailing silence and additive noise (white plus low-pass "rumble") at a random SNR. The test and dev speakers
-are variants that never occur in training, so the test WER measures generalisation to unseen voices.
+are variants that never occur in training, so the test WER measures generalisation to unseen voices. The sentences
+come from :func:`hybrid_encoders.recipes.grammar.generate_splits`: no sentence occurs in two splits, and
+``dev_other`` / ``test_other`` (spoken by the dev / test voices) use sentence structures and some words that the
+training grammar never produces, so their WER measures generalisation to unseen text as well.
 
 Everything is a function of ``seed`` (sentences, speaker parameters, noise), so the same seed and eSpeak NG version
 give byte-identical WAV files. Files that already exist are kept, which makes the synthesis resumable.
@@ -28,22 +31,26 @@ import soundfile
 from scipy.signal import lfilter, resample_poly
 
 from hybrid_encoders.recipes.espeak import open_synthesizer
-from hybrid_encoders.recipes.grammar import generate_sentences, normalize_transcript
+from hybrid_encoders.recipes.grammar import generate_splits, normalize_transcript
 from hybrid_encoders.recipes.kaldi_dir import Utterance, drop_unreadable_audio, write_data_dir
 
 LOG = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 ACCENTS = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc")
-# Speakers per split. The lists are disjoint: dev and test voices are never heard in training.
+# Speakers per split. Training voices are never heard in dev or test; the *_other sets share the voices of dev / test.
+TEST_SPEAKERS = ("m7", "f5", "klatt2", "Michael")
+DEV_SPEAKERS = ("m6", "f4")
 SPEAKERS: Dict[str, Tuple[str, ...]] = {
     "train": ("m1", "m2", "m3", "m4", "m5", "f1", "f2", "f3", "klatt", "klatt3", "Andy", "Annie", "Alex", "Lee",
               "Mike", "steph"),
-    "dev": ("m6", "f4"),
-    "test": ("m7", "f5", "klatt2", "Michael"),
+    "dev": DEV_SPEAKERS,
+    "dev_other": DEV_SPEAKERS,
+    "test": TEST_SPEAKERS,
+    "test_other": TEST_SPEAKERS,
 }
 # Share of ``corpus_size`` given to each split.
-SPLIT_FRACTIONS = {"train": 0.84, "dev": 0.06, "test": 0.10}
+SPLIT_FRACTIONS = {"train": 0.76, "dev": 0.05, "dev_other": 0.04, "test": 0.075, "test_other": 0.075}
 SNR_RANGE_DB = (20.0, 35.0)
 RATE_RANGE_WPM = (130, 210)
 PITCH_RANGE = (25, 75)
@@ -55,10 +62,11 @@ class UtteranceSpec:
 
     Attributes:
         utt_id: ``<speaker>-<split><index>``.
-        split: ``train``, ``dev`` or ``test``.
+        split: a key of :data:`SPEAKERS`.
         speaker: eSpeak NG voice variant.
         voice: full eSpeak NG voice name, ``<accent>+<speaker>``.
         text: spoken-form sentence (lower case words).
+        structure: name of the grammar structure that made ``text``.
         rate: words per minute.
         pitch: eSpeak NG pitch, [0, 99].
         snr_db: signal-to-noise ratio of the added noise.
@@ -71,6 +79,7 @@ class UtteranceSpec:
     speaker: str
     voice: str
     text: str
+    structure: str
     rate: int
     pitch: int
     snr_db: float
@@ -80,13 +89,13 @@ class UtteranceSpec:
 
 def split_sizes(corpus_size: int) -> Dict[str, int]:
     """Number of utterances per split for a total of ``corpus_size`` (each split gets at least one per speaker)."""
-    if corpus_size < sum(len(s) for s in SPEAKERS.values()):
-        raise ValueError(f"--corpus_size must be at least {sum(len(s) for s in SPEAKERS.values())} "
-                         f"(one utterance per speaker), got {corpus_size}")
+    minimum = sum(len(s) for s in SPEAKERS.values())
+    if corpus_size < minimum:
+        raise ValueError(f"--corpus_size must be at least {minimum} (one utterance per speaker of each split), "
+                         f"got {corpus_size}")
     sizes = {split: max(len(SPEAKERS[split]), int(round(corpus_size * SPLIT_FRACTIONS[split])))
-             for split in ("dev", "test")}
-    sizes["train"] = corpus_size - sizes["dev"] - sizes["test"]
-    return sizes
+             for split in SPEAKERS if split != "train"}
+    return {"train": corpus_size - sum(sizes.values()), **sizes}
 
 
 def plan_corpus(corpus_size: int, seed: int) -> List[UtteranceSpec]:
@@ -97,14 +106,15 @@ def plan_corpus(corpus_size: int, seed: int) -> List[UtteranceSpec]:
         seed: master seed; the plan is a pure function of ``(corpus_size, seed)``.
 
     Returns:
-        Specs in split order (train, dev, test); speakers take turns within a split.
+        Specs in split order (train, dev, dev_other, test, test_other); speakers take turns within a split.
     """
     rng = np.random.default_rng(seed)
-    sentences = generate_sentences(corpus_size, seed)
-    voice_traits = {speaker: (int(rng.integers(150, 191)), int(rng.integers(35, 66)))
-                    for split in SPEAKERS for speaker in SPEAKERS[split]}
+    sizes = split_sizes(corpus_size)
+    sentences = generate_splits(sizes, seed)
+    speakers_in_order = dict.fromkeys(speaker for split in SPEAKERS for speaker in SPEAKERS[split])
+    voice_traits = {speaker: (int(rng.integers(150, 191)), int(rng.integers(35, 66))) for speaker in speakers_in_order}
     specs = []
-    for split, size in split_sizes(corpus_size).items():
+    for split, size in sizes.items():
         speakers = SPEAKERS[split]
         for index in range(size):
             speaker = speakers[index % len(speakers)]
@@ -114,7 +124,8 @@ def plan_corpus(corpus_size: int, seed: int) -> List[UtteranceSpec]:
                 split=split,
                 speaker=speaker,
                 voice=ACCENTS[int(rng.integers(len(ACCENTS)))] + "+" + speaker,
-                text=sentences[len(specs)],
+                structure=sentences[split][index][0],
+                text=sentences[split][index][1],
                 rate=int(np.clip(base_rate + rng.integers(-20, 21), *RATE_RANGE_WPM)),
                 pitch=int(np.clip(base_pitch + rng.integers(-10, 11), *PITCH_RANGE)),
                 snr_db=float(rng.uniform(*SNR_RANGE_DB)),
@@ -247,7 +258,7 @@ def write_lhotse_manifests(specs: Sequence[UtteranceSpec], audio_dir: str, manif
 
 def prepare_corpus(data_dir: str, audio_dir: str, corpus_size: int, seed: int, nj: int = 1,
                    backend: str = "auto") -> Dict[str, int]:
-    """Synthesise the corpus and write ``<data_dir>/{train,dev,test}`` Kaldi directories and lhotse manifests.
+    """Synthesise the corpus; write a Kaldi directory per split (``<data_dir>/<split>``) and lhotse manifests.
 
     Utterances whose audio turns out missing, empty or corrupt are dropped with a warning naming the file.
 

@@ -12,13 +12,14 @@ import pytest
 import soundfile
 
 from hybrid_encoders.recipes import espeak, synthetic_speech
-from hybrid_encoders.recipes.grammar import normalize_transcript
+from hybrid_encoders.recipes.grammar import HELD_OUT_STRUCTURES, TRAIN_STRUCTURES, normalize_transcript
 from hybrid_encoders.recipes.kaldi_dir import read_data_dir, read_table
 
 pytest.importorskip("espeakng_loader")
 
 MIN_SIZE = sum(len(speakers) for speakers in synthetic_speech.SPEAKERS.values())
 SIZE = 2 * MIN_SIZE
+SPLITS = ("train", "dev", "dev_other", "test", "test_other")
 
 
 def _audio_hashes(audio_dir):
@@ -58,11 +59,13 @@ def test_split_sizes_and_held_out_voices(corpus):
     root, counts = corpus
     assert counts == synthetic_speech.split_sizes(SIZE)
     assert sum(counts.values()) == SIZE
+    assert tuple(counts) == SPLITS
     speakers = {split: {u.speaker for u in read_data_dir(str(root / "data" / split))} for split in counts}
-    assert speakers["train"] == set(synthetic_speech.SPEAKERS["train"])
-    assert speakers["test"] == set(synthetic_speech.SPEAKERS["test"])
-    assert not speakers["train"] & speakers["test"]
-    assert not speakers["train"] & speakers["dev"]
+    for split in SPLITS:
+        assert speakers[split] == set(synthetic_speech.SPEAKERS[split])
+    assert speakers["test_other"] == speakers["test"] and speakers["dev_other"] == speakers["dev"]
+    for split in SPLITS[1:]:
+        assert not speakers["train"] & speakers[split]
     # The voice actually rendered (variant after "+") is the speaker of the utterance.
     for spec in synthetic_speech.plan_corpus(SIZE, seed=7):
         assert spec.voice.split("+")[1] == spec.speaker
@@ -85,10 +88,24 @@ def test_audio_is_16k_mono_and_not_silent(corpus):
             assert energy.max() > 30 * energy.min()
 
 
+def test_transcripts_are_disjoint_between_splits(corpus):
+    root, _ = corpus
+    texts = {split: set(read_table(str(root / "data" / split / "text")).values()) for split in SPLITS}
+    for i, first in enumerate(SPLITS):
+        for second in SPLITS[i + 1:]:
+            assert not texts[first] & texts[second], (first, second)
+    # The *_other sets come from the held-out structures (their sentences carry the structure's signature).
+    for spec in synthetic_speech.plan_corpus(SIZE, seed=7):
+        if spec.split.endswith("_other"):
+            assert re.search(HELD_OUT_STRUCTURES[spec.structure].signature, spec.text), spec
+        else:
+            assert spec.structure in TRAIN_STRUCTURES, spec
+
+
 def test_transcripts_are_normalised(corpus):
     root, _ = corpus
     specs = {spec.utt_id: spec for spec in synthetic_speech.plan_corpus(SIZE, seed=7)}
-    for split in ("train", "dev", "test"):
+    for split in SPLITS:
         texts = read_table(str(root / "data" / split / "text"))
         for utt_id, text in texts.items():
             assert re.fullmatch(r"[A-Z']+( [A-Z']+)*", text), text

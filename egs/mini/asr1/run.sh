@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A complete ASR experiment on a laptop CPU, with no download: an eSpeak NG corpus synthesised on the fly, then
 # ESPnet's own entry points in the stage order of egs2/TEMPLATE/asr1/asr.sh. Stages:
-#   1  data           synthesise the corpus; Kaldi dirs data/{train,dev,test}, lhotse manifests in data/manifests
+#   1  data           synthesise the corpus; Kaldi dirs data/{train,dev,dev_other,test,test_other}, lhotse manifests
+#                     in data/manifests (*_other: sentence structures and words the training grammar never produces)
 #   2  token list     sentencepiece model (--token_type bpe) or characters (--token_type char), ESPnet tokens.txt
 #   3  LM             lm_train --collect_stats true, aggregate_stats_dirs, lm_train on the training transcripts
 #                     (skipped with --use_lm false)
@@ -13,7 +14,7 @@
 set -euo pipefail
 
 help_message="Usage: $0 [--stage N] [--stop_stage N] [--asr_config conf/X.yaml] [--inference_config conf/Y.yaml]
-  [--nj N] [--ngpu N] [--corpus_size N] [--seed N] [--token_type bpe|char] [--nbpe N] [--test_sets 'dev test']
+  [--nj N] [--ngpu N] [--corpus_size N] [--seed N] [--token_type bpe|char] [--nbpe N] [--test_sets 'test test_other']
   [--asr_tag TAG] [--asr_args '...'] [--use_lm true|false] [--lm_config conf/train_lm.yaml] [--lm_args '...']
   [--inference_args '...'] [--inference_asr_model valid.acc.ave.pth] [--inference_lm valid.loss.ave.pth]
   [--espeak_backend auto|program|library] [--python python3]"
@@ -25,7 +26,7 @@ stage=1                 # first stage to run
 stop_stage=7            # last stage to run
 nj=2                    # parallel jobs for synthesis, statistics and decoding
 ngpu=0                  # GPUs for training and decoding (0: CPU)
-corpus_size=1800        # utterances over train, dev and test (84 % / 6 % / 10 %)
+corpus_size=1800        # utterances over train, dev, dev_other, test, test_other (76 / 5 / 4 / 7.5 / 7.5 %)
 seed=0                  # corpus seed: same seed, same audio
 espeak_backend=auto     # auto: the espeakng-loader wheel (reproducible), else the espeak-ng program
 token_type=char         # char (default: measured 37.5 % vs 98 % WER with bpe, 10 epochs) or bpe
@@ -40,7 +41,7 @@ inference_lm=valid.loss.ave.pth
 asr_tag=""              # default: the config's file name without train_ and .yaml
 asr_args=""             # extra asr_train options, e.g. "--max_epoch 4"
 inference_args=""       # extra asr_inference options, e.g. "--beam_size 10"
-test_sets="test"        # any of dev, test
+test_sets="test test_other"  # any of dev, dev_other, test, test_other
 python=python3
 
 . local/parse_options.sh "$@"
@@ -111,7 +112,8 @@ case "${use_lm}" in true|false) ;; *) die "--use_lm must be true or false, got '
 [ -f "${inference_config}" ] || die "--inference_config ${inference_config} not found"
 [ "${use_lm}" = false ] || [ -f "${lm_config}" ] || die "--lm_config ${lm_config} not found (or --use_lm false)"
 for set_name in ${test_sets}; do
-    case "${set_name}" in dev|test) ;; *) die "--test_sets: unknown set '${set_name}' (dev, test)" ;; esac
+    case "${set_name}" in dev|dev_other|test|test_other) ;;
+        *) die "--test_sets: unknown set '${set_name}' (dev, dev_other, test, test_other)" ;; esac
 done
 "${python}" -c "import espnet2, hybrid_encoders.recipes" 2> /dev/null \
     || die "${python} cannot import espnet2 and hybrid_encoders: run 'make venv' at the repository root, or
@@ -139,13 +141,14 @@ common_train_args=("${token_args[@]}" --config "${asr_config}" --frontend_conf f
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     banner 1 "synthesise the eSpeak NG corpus (corpus_size=${corpus_size}, seed=${seed})"
-    signature="corpus_size=${corpus_size} seed=${seed}"
+    # corpus2: the grammar with held-out structures and disjoint splits (the audio of other versions is not reused).
+    signature="corpus2 corpus_size=${corpus_size} seed=${seed}"
     if is_done data/.stage1.done "${signature}"; then
         log "already done (data/.stage1.done); skipping"
     else
         "${python}" -m hybrid_encoders.recipes.synthetic_speech --data_dir data \
-            --audio_dir "data/audio/seed${seed}_size${corpus_size}" --corpus_size "${corpus_size}" --seed "${seed}" \
-            --nj "${nj}" --backend "${espeak_backend}" || die "stage 1 (data) failed"
+            --audio_dir "data/audio/corpus2_seed${seed}_size${corpus_size}" --corpus_size "${corpus_size}" \
+            --seed "${seed}" --nj "${nj}" --backend "${espeak_backend}" || die "stage 1 (data) failed"
         echo "${signature}" > data/.stage1.done
     fi
 fi
