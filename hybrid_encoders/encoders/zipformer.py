@@ -448,6 +448,7 @@ class ZipformerEncoder(AbsEncoder):
         # Optimizer steps taken so far (hybrid_encoders.step_counter); saved with the model so schedules resume.
         self.register_buffer("batch_count", torch.zeros((), dtype=torch.int64))
         self._step_counter = OptimizerStepCounter()
+        self._step_counter.attach(self, "batch_count")  # checkpoints include the step after the last forward
         self._schedules = [m for m in self.modules() if isinstance(m, ScheduledFloat)]
 
     @staticmethod
@@ -461,8 +462,8 @@ class ZipformerEncoder(AbsEncoder):
     def _count_optimizer_step(self) -> None:
         """Advance ``batch_count`` if an optimizer step happened since the previous training forward, and pass the
         (optionally duration-scaled) count to every schedule."""
-        self._step_counter.advance(self.batch_count, self.parameters())
-        scheduled_count = float(self.batch_count) * self.config["schedule_batch_scale"]
+        steps = self._step_counter.advance(self.batch_count, self.parameters())
+        scheduled_count = steps * self.config["schedule_batch_scale"]
         for schedule in self._schedules:
             schedule.batch_count = scheduled_count
 

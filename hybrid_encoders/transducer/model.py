@@ -181,6 +181,7 @@ class TransducerASRModel(ESPnetASRModel):
         self.simple_loss_warmup_steps = simple_loss_warmup_steps
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
         self._step_counter = OptimizerStepCounter()
+        self._step_counter.attach(self, "num_updates")  # checkpoints include the update after the last forward
         self._loss_parts: Dict[str, torch.Tensor] = {}
 
     def loss_scales(self) -> Tuple[float, float]:
