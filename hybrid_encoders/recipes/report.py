@@ -3,18 +3,23 @@
 ESPnet's trainer logs one line per epoch, ``<N>epoch results: [train] loss=..., acc=..., [valid] loss=..., acc=...``
 (``espnet2/train/reporter.py``). :func:`parse_epoch_results` reads those lines, :func:`plot_curves` draws loss and
 accuracy per epoch for both sets, and :func:`write_results` writes the error-rate tables in the column layout of
-ESPnet's ``show_asr_result.sh`` (``Snt Wrd Corr Sub Del Ins Err S.Err``) plus the per-speaker WER.
+ESPnet's ``show_asr_result.sh`` (``Snt Wrd Corr Sub Del Ins Err S.Err``) plus the per-speaker WER. :func:`seed_table` summarises runs of several
+configurations over seeds (mean and range of the WER per test set).
 
-Command line::
+Command lines::
 
-    python -m hybrid_encoders.recipes.report --exp_dir exp/asr_train_conformer --test_sets test --output RESULTS.md
+    python -m hybrid_encoders.recipes.report --exp_dir exp/asr_conformer_char --decode_dir test=DIR --output RESULTS.md
+    python -m hybrid_encoders.recipes.report seeds --decode_tag decode_asr_valid.acc.ave_lm_char_valid.loss.ave \
+        --test_sets test test_other --row "conformer=exp/asr_conformer_s*_char" --row "squeezeformer=exp/asr_sq*_char"
 """
 
 import argparse
+import glob
 import os
 import re
+import statistics
 import sys
-from typing import Dict, List, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 from hybrid_encoders.recipes.scoring import UNITS, load_counts
 
@@ -121,7 +126,65 @@ def write_results(exp_dir: str, decode_dirs: Dict[str, str], output: str, descri
     return text
 
 
+def seed_table(rows: Mapping[str, Sequence[str]], decode_tag: str, test_sets: Sequence[str]) -> str:
+    """A Markdown table of WER over seeds: one row per configuration, mean and range per test set.
+
+    Args:
+        rows: ``{row label: [exp dir of each seed's run, ...]}``.
+        decode_tag: name of the decoding directory inside each exp dir (``decode_<inference config>_<model>...``).
+        test_sets: the test sets (columns); each run must have ``<exp>/<decode_tag>/<set>/score_wer/counts.json``.
+
+    Returns:
+        The table: label, number of seeds, epochs trained (their range when the runs differ), then per test set the
+        mean WER, ``[min-max]`` over the seeds and the sample standard deviation.
+    """
+    header = ["config", "seeds", "epochs"] + [f"{name} WER % mean [min-max] (sd)" for name in test_sets]
+    lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|" + "---|" * len(test_sets)]
+    for label, exp_dirs in rows.items():
+        if not exp_dirs:
+            raise ValueError(f"row {label!r}: no experiment directory")
+        epochs = sorted({max(parse_epoch_results(os.path.join(exp, "train.log"))) for exp in exp_dirs})
+        cells = [label, str(len(exp_dirs)), str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"]
+        for name in test_sets:
+            rates = []
+            for exp in exp_dirs:
+                directory = os.path.join(exp, decode_tag, name)
+                if not os.path.isfile(os.path.join(directory, "score_wer", "counts.json")):
+                    raise FileNotFoundError(f"{directory}/score_wer/counts.json not found: decode and score {name} "
+                                            f"of {exp} first (run.sh stages 6-7)")
+                rates.append(load_counts(directory, "wer").error_rate)
+            spread = statistics.stdev(rates) if len(rates) > 1 else float("nan")
+            cells.append(f"{statistics.mean(rates):.1f} [{min(rates):.1f}-{max(rates):.1f}] ({spread:.1f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _seeds_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hybrid_encoders.recipes.report seeds",
+                                     description="WER mean and range over seeds, one row per configuration.")
+    parser.add_argument("--row", action="append", required=True, metavar="LABEL=GLOB",
+                        help="a row label and a glob of its runs' exp dirs; repeatable")
+    parser.add_argument("--decode_tag", required=True, help="decoding directory name inside each exp dir")
+    parser.add_argument("--test_sets", nargs="+", default=["test", "test_other"])
+    args = parser.parse_args(argv)
+    rows = {}
+    for item in args.row:
+        label, sep, pattern = item.partition("=")
+        if not sep:
+            parser.error(f"--row must be LABEL=GLOB, got {item!r}")
+        rows[label] = sorted(glob.glob(pattern))
+    try:
+        print(seed_table(rows, args.decode_tag, args.test_sets), end="")
+    except (FileNotFoundError, ValueError) as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["seeds"]:
+        return _seeds_main(argv[1:])
     parser = argparse.ArgumentParser(description="Write RESULTS.md and the training-curve PNG of an experiment.")
     parser.add_argument("--exp_dir", required=True)
     parser.add_argument("--decode_dir", action="append", required=True, metavar="NAME=DIR",

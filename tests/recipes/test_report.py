@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from hybrid_encoders.recipes.report import parse_epoch_results, write_results
+from hybrid_encoders.recipes.report import main, parse_epoch_results, seed_table, write_results
 
 LOG = """[vm] 2026 (trainer:336) INFO: 1/2epoch started
 [vm] 2026 (trainer:394) INFO: 1epoch results: [train] iter_time=0.008, loss_ctc=244.522, acc=0.006, loss=126.852, \
@@ -50,3 +50,41 @@ def test_write_results(tmp_path):
 def test_missing_log_says_which_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the training stage first"):
         parse_epoch_results(str(tmp_path / "train.log"))
+
+
+def _fake_run(exp, epochs, rates, decode_tag="decode_x"):
+    """An exp dir with a train.log of ``epochs`` epochs and WER counts per test set ({set: (errors, words)})."""
+    exp.mkdir(parents=True)
+    (exp / "train.log").write_text("".join(f"INFO: {n}epoch results: [train] loss=1.0, [valid] acc=0.5\n"
+                                           for n in range(1, epochs + 1)))
+    for name, (errors, words) in rates.items():
+        directory = exp / decode_tag / name / "score_wer"
+        directory.mkdir(parents=True)
+        (directory / "counts.json").write_text(json.dumps(dict(
+            sentences=10, reference_length=words, correct=words - errors, substitutions=errors, deletions=0,
+            insertions=0, sentence_errors=errors, error_rate=0)))
+
+
+def test_seed_table(tmp_path):
+    for seed, (test_errors, other_errors) in enumerate([(10, 30), (12, 20), (14, 40)]):
+        _fake_run(tmp_path / f"conformer_s{seed}", 10, {"test": (test_errors, 100), "test_other": (other_errors, 200)})
+    _fake_run(tmp_path / "squeeze_s0", 12, {"test": (9, 100), "test_other": (19, 200)})
+    _fake_run(tmp_path / "squeeze_s1", 13, {"test": (7, 100), "test_other": (17, 200)})
+    rows = {"conformer": [str(tmp_path / f"conformer_s{seed}") for seed in range(3)],
+            "squeeze": [str(tmp_path / "squeeze_s0"), str(tmp_path / "squeeze_s1")]}
+    lines = seed_table(rows, "decode_x", ["test", "test_other"]).splitlines()
+    assert lines[0] == ("| config | seeds | epochs | test WER % mean [min-max] (sd) | "
+                        "test_other WER % mean [min-max] (sd) |")
+    # test: 10, 12, 14 % -> mean 12, sd 2; test_other: 15, 10, 20 % -> mean 15, sd 5.
+    assert lines[2] == "| conformer | 3 | 10 | 12.0 [10.0-14.0] (2.0) | 15.0 [10.0-20.0] (5.0) |"
+    assert lines[3] == "| squeeze | 2 | 12-13 | 8.0 [7.0-9.0] (1.4) | 9.0 [8.5-9.5] (0.7) |"
+    with pytest.raises(FileNotFoundError, match="decode and score dev of"):
+        seed_table(rows, "decode_x", ["dev"])
+    with pytest.raises(ValueError, match="row 'empty': no experiment directory"):
+        seed_table({"empty": []}, "decode_x", ["test"])
+
+
+def test_seed_table_command_line(tmp_path, capsys):
+    _fake_run(tmp_path / "a_s0", 3, {"test": (1, 10)})
+    assert main(["seeds", "--decode_tag", "decode_x", "--test_sets", "test", "--row", f"a={tmp_path}/a_s*"]) == 0
+    assert "| a | 1 | 3 | 10.0 [10.0-10.0] (nan) |" in capsys.readouterr().out
