@@ -37,6 +37,10 @@ from espnet2.layers.global_mvn import GlobalMVN
 from hybrid_encoders.frontends.kaldi_fbank import KaldiFbankFrontend
 
 
+class TooShortAudioError(ValueError):
+    """An utterance with fewer samples than one frame of the front end needs."""
+
+
 class StreamingFeatures:
     """Incremental framing of one audio stream; subclasses compute the frames.
 
@@ -132,12 +136,13 @@ class StreamingFeatures:
             (T_rest, D) normalised features.
 
         Raises:
-            ValueError: called twice, or an utterance shorter than the front end's minimum.
+            ValueError: called twice; TooShortAudioError (a ValueError): an utterance shorter than the front end's
+                minimum.
         """
         if self.finished:
             raise ValueError("streaming features: finalize() called twice; call reset() to start a new utterance")
         if self.received < self.min_samples():
-            raise ValueError(
+            raise TooShortAudioError(
                 f"streaming features: the utterance has {self.received} samples, fewer than the {self.min_samples()} "
                 "the front end needs for one frame"
             )
