@@ -38,6 +38,7 @@ def test_stage_before_its_inputs_says_what_to_run(tmp_path):
     (["--use_lm", "yes"], "--use_lm must be true or false"),
     (["--lm_config", "conf/missing_lm.yaml"], "--lm_config conf/missing_lm.yaml not found"),
     (["--asr_config", "conf/missing.yaml"], "--asr_config conf/missing.yaml not found"),
+    (["--test_sets", "test eval"], "--test_sets: unknown set 'eval' (dev, dev_other, test, test_other)"),
 ])
 def test_bad_options_are_named(tmp_path, options, message):
     result = _run(_copy_recipe(tmp_path), *options)
