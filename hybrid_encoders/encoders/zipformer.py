@@ -37,6 +37,13 @@ from hybrid_encoders.regularization.scheduled_float import FloatLike, ScheduledF
 from hybrid_encoders.regularization.skipping import feature_masks, sequence_dropout, sequence_keep_mask
 from hybrid_encoders.regularization.whiten import Whiten
 from hybrid_encoders.step_counter import OptimizerStepCounter
+from hybrid_encoders.streaming.chunking import (
+    check_chunking,
+    chunk_attention_mask,
+    left_context_chunks,
+    warn_if_untrained,
+)
+from hybrid_encoders.streaming.zipformer_state import StreamingGeometry, ZipformerStreamingState
 
 NAME = "zipformer"
 
@@ -79,6 +86,14 @@ DEFAULTS = {
     # schedules read batch_count * schedule_batch_scale; icefall's duration-adjusted count is
     # max_duration * world_size / 600 (seconds of audio per optimizer step / 600 s)
     "schedule_batch_scale": 1.0,
+    # streaming Zipformer (icefall --causal 1): chunk-causal convolutions and chunked attention. Training draws one
+    # chunk size and one left context (50 Hz embed frames, -1 = full) per batch from these lists, as icefall does;
+    # evaluation and streaming use decode_chunk_size / decode_left_context_frames (None: the lists' first entries).
+    "causal": False,
+    "chunk_size": [16, 32, 64, -1],
+    "left_context_frames": [64, 128, 256, -1],
+    "decode_chunk_size": None,
+    "decode_left_context_frames": None,
 }
 
 PER_STACK_KEYS = (
@@ -116,8 +131,10 @@ class ZipformerLayer(nn.Module):
         feedforward_dim: F; the three feed-forwards use 3F/4, F, 5F/4.
         cnn_module_kernel: depthwise kernel size.
         dropout: feed-forward dropout (ScheduledFloat).
+        causal: chunk-causal convolutions (a streaming Zipformer).
 
-    Shapes: ``forward(x (B, T, C), pos_emb (2T-1, pos_dim), key_padding_mask (B, T)) -> (B, T, C)``.
+    Shapes: ``forward(x (B, T, C), pos_emb (2T-1, pos_dim), key_padding_mask (B, T), attn_mask (T, T), chunk_size)``
+    -> (B, T, C).
     """
 
     def __init__(
@@ -131,6 +148,7 @@ class ZipformerLayer(nn.Module):
         feedforward_dim: int,
         cnn_module_kernel: int,
         dropout: FloatLike,
+        causal: bool = False,
     ):
         super().__init__()
         self.bypass = BypassModule(embed_dim)  # its skip_rate (layer drop) is set by the stack
@@ -144,8 +162,8 @@ class ZipformerLayer(nn.Module):
         self.feed_forward2 = ZipformerFeedForward(embed_dim, feedforward_dim, dropout)
         self.feed_forward3 = ZipformerFeedForward(embed_dim, (feedforward_dim * 5) // 4, dropout)
         self.nonlin_attention = NonlinAttention(embed_dim, hidden_channels=3 * embed_dim // 4)
-        self.conv_module1 = ZipformerConvModule(embed_dim, cnn_module_kernel)
-        self.conv_module2 = ZipformerConvModule(embed_dim, cnn_module_kernel)
+        self.conv_module1 = ZipformerConvModule(embed_dim, cnn_module_kernel, causal)
+        self.conv_module2 = ZipformerConvModule(embed_dim, cnn_module_kernel, causal)
         self.norm = BiasNorm(embed_dim)
 
         # Training-only (spec §6.2): per-sequence skips of the sub-modules and gradient balancers.
@@ -180,11 +198,16 @@ class ZipformerLayer(nn.Module):
         return head0
 
     def forward(
-        self, x: torch.Tensor, pos_emb: torch.Tensor, key_padding_mask: Optional[torch.Tensor]
+        self,
+        x: torch.Tensor,
+        pos_emb: torch.Tensor,
+        key_padding_mask: Optional[torch.Tensor],
+        attn_mask: Optional[torch.Tensor] = None,
+        chunk_size: int = -1,
     ) -> torch.Tensor:
         training = self.training
         x_orig = x
-        weights = self.self_attn_weights(x, pos_emb, key_padding_mask)  # (B, H, T, T)
+        weights = self.self_attn_weights(x, pos_emb, key_padding_mask, attn_mask)  # (B, H, T, T)
         x = x + self.feed_forward1(x)
         # one per-sequence skip mask shared by the three attention-weighted modules
         attention_keep = sequence_keep_mask(x, float(self.attention_skip_rate), training)
@@ -194,11 +217,12 @@ class ZipformerLayer(nn.Module):
 
         x = x + attention_residual(self.balancer_na(self.nonlin_attention(x, self._nonlin_attention_weights(weights))))
         x = x + attention_residual(self.self_attn1(x, weights))
-        x = x + sequence_dropout(self.conv_module1(x, key_padding_mask), float(self.conv_skip_rate), training)
+        conv_skip_rate = float(self.conv_skip_rate)
+        x = x + sequence_dropout(self.conv_module1(x, key_padding_mask, chunk_size), conv_skip_rate, training)
         x = x + sequence_dropout(self.balancer_ff2(self.feed_forward2(x)), float(self.ff2_skip_rate), training)
         x = self.bypass_mid(x_orig, x)
         x = x + attention_residual(self.self_attn2(x, weights))
-        x = x + sequence_dropout(self.conv_module2(x, key_padding_mask), float(self.conv_skip_rate), training)
+        x = x + sequence_dropout(self.conv_module2(x, key_padding_mask, chunk_size), conv_skip_rate, training)
         x = x + sequence_dropout(self.balancer_ff3(self.feed_forward3(x)), float(self.ff3_skip_rate), training)
         x = self.bypass(x_orig, self.norm(self.balancer1(x)))
         return self.whiten(self.balancer2(x))
@@ -215,7 +239,8 @@ class ZipformerStack(nn.Module):
             ``final_layerdrop_rate``.
         final_layerdrop_rate: layer-drop rate after warm-up.
 
-    Shapes: ``forward(x (B, T, C), key_padding_mask (B, T), feature_mask (B, 1, C) or None) -> (B, T, C)``.
+    Shapes: ``forward(x (B, T, C), key_padding_mask (B, T), feature_mask (B, 1, C) or None, chunk_size,
+    left_context_chunks) -> (B, T, C)``; chunk_size in this stack's frames (-1: full context).
     """
 
     def __init__(
@@ -240,12 +265,15 @@ class ZipformerStack(nn.Module):
         x: torch.Tensor,
         key_padding_mask: Optional[torch.Tensor],
         feature_mask: Optional[torch.Tensor] = None,
+        chunk_size: int = -1,
+        left_context_chunks: int = -1,
     ) -> torch.Tensor:
         pos_emb = self.encoder_pos(x.size(1), device=x.device, dtype=x.dtype)
+        attn_mask = chunk_attention_mask(x.size(1), chunk_size, left_context_chunks, x.device)
         if feature_mask is not None:
             x = x * feature_mask
         for layer in self.layers:
-            x = layer(x, pos_emb, key_padding_mask)
+            x = layer(x, pos_emb, key_padding_mask, attn_mask, chunk_size)
             if feature_mask is not None:
                 x = x * feature_mask
         return x
@@ -255,7 +283,8 @@ class DownsampledZipformerStack(nn.Module):
     """A stack run at ``factor`` times lower frame rate, upsampled back and bypass-combined with its input
     (icefall DownsampledZipformer2Encoder). A downsampled frame counts as padding iff its first frame does.
 
-    Shapes: ``forward(x (B, T, C), key_padding_mask (B, ceil(T / factor)), feature_mask) -> (B, T, C)``.
+    Shapes: ``forward(x (B, T, C), key_padding_mask (B, ceil(T / factor)), feature_mask, chunk_size,
+    left_context_chunks) -> (B, T, C)``; chunk_size in input frames, a multiple of ``factor`` (or -1).
     """
 
     def __init__(self, encoder: ZipformerStack, channels: int, factor: int):
@@ -270,16 +299,19 @@ class DownsampledZipformerStack(nn.Module):
         x: torch.Tensor,
         key_padding_mask: Optional[torch.Tensor],
         feature_mask: Optional[torch.Tensor] = None,
+        chunk_size: int = -1,
+        left_context_chunks: int = -1,
     ) -> torch.Tensor:
-        y = self.encoder(self.downsample(x), key_padding_mask, feature_mask)
+        stack_chunk = chunk_size // self.downsample.factor if chunk_size > 0 else chunk_size
+        y = self.encoder(self.downsample(x), key_padding_mask, feature_mask, stack_chunk, left_context_chunks)
         return self.out_combiner(x, self.upsample(y)[:, : x.size(1)])
 
 
 class ZipformerStacks(nn.Module):
     """The six (or more) stacks, the channel-wise merge and the final 2x downsampling (icefall Zipformer2).
 
-    Shapes: ``forward(x (B, T, C_0), lengths (B,), key_padding_mask (B, T) or None)`` ->
-    ``((B, (T + 1) // 2, max(C)), (lengths + 1) // 2)``.
+    Shapes: ``forward(x (B, T, C_0), lengths (B,), key_padding_mask (B, T) or None, chunk_size, left_context_chunks)``
+    -> ``((B, (T + 1) // 2, max(C)), (lengths + 1) // 2)``; chunk_size in embed frames (-1: full context).
     """
 
     def __init__(self, config: dict):
@@ -302,6 +334,7 @@ class ZipformerStacks(nn.Module):
                 feedforward_dim=config["feedforward_dim"][i],
                 cnn_module_kernel=config["cnn_module_kernel"][i],
                 dropout=dropout,
+                causal=config["causal"],
             )
             stack = ZipformerStack(
                 layer,
@@ -316,7 +349,7 @@ class ZipformerStacks(nn.Module):
         self.encoders = nn.ModuleList(stacks)
         self.downsample_output = SimpleDownsample(2)
 
-    def _full_dim_output(self, outputs: List[torch.Tensor]) -> torch.Tensor:
+    def full_dim_output(self, outputs: List[torch.Tensor]) -> torch.Tensor:
         """Merge stack outputs to max(C) channels: the last stack's channels, then each wider earlier stack
         contributes the channels beyond the current width (spec §1.3)."""
         pieces = [outputs[-1]]
@@ -328,7 +361,12 @@ class ZipformerStacks(nn.Module):
         return torch.cat(pieces, dim=-1)
 
     def forward(
-        self, x: torch.Tensor, lengths: torch.Tensor, key_padding_mask: Optional[torch.Tensor]
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        key_padding_mask: Optional[torch.Tensor],
+        chunk_size: int = -1,
+        left_context_chunks: int = -1,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         if self.training:
             masks = feature_masks(
@@ -339,9 +377,9 @@ class ZipformerStacks(nn.Module):
         outputs = []
         for stack, factor, dim, mask in zip(self.encoders, self.downsampling_factor, self.encoder_dim, masks):
             stack_mask = None if key_padding_mask is None else key_padding_mask[:, ::factor]
-            x = stack(_convert_num_channels(x, dim), stack_mask, mask)
+            x = stack(_convert_num_channels(x, dim), stack_mask, mask, chunk_size, left_context_chunks)
             outputs.append(x)
-        x = self.downsample_output(self._full_dim_output(outputs))
+        x = self.downsample_output(self.full_dim_output(outputs))
         return x, torch.div(lengths + 1, 2, rounding_mode="floor")
 
 
@@ -381,7 +419,31 @@ def _validate(config: dict) -> dict:
         raise ValueError(f"{NAME}: dropout_schedule rates must lie in [0, 1), got {schedule}")
     require_positive(NAME, "warmup_batches", config["warmup_batches"])
     require_positive(NAME, "schedule_batch_scale", config["schedule_batch_scale"])
+    for key in ("chunk_size", "left_context_frames"):
+        config[key] = [config[key]] if isinstance(config[key], int) else list(config[key])
+        if not config[key]:
+            raise ValueError(f"{NAME}: {key} needs at least one value")
+    if config["causal"]:
+        check_zipformer_chunking(config, config["chunk_size"], config["left_context_frames"])
+        chunk_size, left_context = decode_chunking(config)
+        check_zipformer_chunking(config, [chunk_size], [left_context])
     return config
+
+
+def decode_chunking(config: dict) -> Tuple[int, int]:
+    """(chunk_size, left_context_frames) of evaluation and streaming: the decode_* keys, else the lists' first."""
+    chunk_size, left_context = config["decode_chunk_size"], config["decode_left_context_frames"]
+    return (
+        config["chunk_size"][0] if chunk_size is None else chunk_size,
+        config["left_context_frames"][0] if left_context is None else left_context,
+    )
+
+
+def check_zipformer_chunking(config: dict, chunk_sizes: Sequence[int], left_context_frames: Sequence[int]) -> None:
+    """ValueError naming the key when these chunk sizes and left contexts do not fit the stacks."""
+    factors = config["downsampling_factor"]
+    conv_reach = [(kernel // 2) * factor for kernel, factor in zip(config["cnn_module_kernel"], factors)]
+    check_chunking(NAME, chunk_sizes, left_context_frames, [*factors, 2], conv_reach)
 
 
 class ZipformerEncoder(AbsEncoder):
@@ -406,6 +468,15 @@ class ZipformerEncoder(AbsEncoder):
         warmup_batches: batch count by which the layer-drop warm-up of all stacks has finished.
         schedule_batch_scale: factor from optimizer steps to the batch count the schedules read (icefall's
             duration-adjusted count: max_duration * world_size / 600).
+        causal: a streaming Zipformer (icefall ``--causal 1``): chunk-causal convolutions, chunked attention, and
+            :meth:`forward_streaming`. Default False.
+        chunk_size: chunk sizes in 50 Hz embed frames (multiples of every downsampling factor and 2, or -1 = full
+            context), one drawn per training batch. Default [16, 32, 64, -1] (320 ms .. full).
+        left_context_frames: left contexts in embed frames (-1 = unlimited), one drawn per training batch
+            (a chunk sees ``max(1, left // chunk)`` whole chunks before it). Default [64, 128, 256, -1].
+        decode_chunk_size, decode_left_context_frames: the fixed setting of evaluation (``forward`` in eval mode,
+            "simulated streaming") and of :meth:`forward_streaming`; None: the first entry of each list. A value
+            not in the training lists works, with a warning (also :meth:`set_streaming`).
 
     Shapes: ``forward(xs_pad (B, T, input_size), ilens (B,))`` ->
     ``(B, T', max(encoder_dim))``, ``olens = ((ilens - 7) // 2 + 1) // 2``, ``T' = max(olens)``.
@@ -429,6 +500,11 @@ class ZipformerEncoder(AbsEncoder):
         dropout_schedule: Optional[Sequence[Sequence[float]]] = None,
         warmup_batches: Optional[float] = None,
         schedule_batch_scale: Optional[float] = None,
+        causal: Optional[bool] = None,
+        chunk_size: Optional[Union[int, Sequence[int]]] = None,
+        left_context_frames: Optional[Union[int, Sequence[int]]] = None,
+        decode_chunk_size: Optional[int] = None,
+        decode_left_context_frames: Optional[int] = None,
         **unknown,
     ):
         super().__init__()
@@ -437,6 +513,8 @@ class ZipformerEncoder(AbsEncoder):
         for name in ("self", "__class__", "input_size", "preset", "unknown"):
             given.pop(name, None)
         self.config = self.build_config(preset, **given)
+        if self.config["causal"]:
+            self._warn_if_untrained(*decode_chunking(self.config))
         self.input_size = input_size
         self.encoder_embed = build_subsampling(
             "conv2d_convnext",
@@ -458,6 +536,80 @@ class ZipformerEncoder(AbsEncoder):
 
     def output_size(self) -> int:
         return max(self.config["encoder_dim"])
+
+    def chunking(self) -> Tuple[int, int]:
+        """(chunk_size, left_context_chunks) of the next forward: (-1, -1) when not causal; in training a random
+        draw from the ``chunk_size`` / ``left_context_frames`` lists (per batch, as icefall); in eval the decode
+        setting."""
+        if not self.config["causal"]:
+            return -1, -1
+        if self.training:
+            chunk_size = random.choice(self.config["chunk_size"])
+            left_context = random.choice(self.config["left_context_frames"])
+        else:
+            chunk_size, left_context = decode_chunking(self.config)
+        return chunk_size, left_context_chunks(chunk_size, left_context)
+
+    def set_streaming(self, chunk_size: int, left_context_frames: Optional[int] = None) -> None:
+        """Choose the chunk size (50 Hz embed frames) and left context of evaluation and streaming, without retraining.
+
+        Args:
+            chunk_size: a positive multiple of every downsampling factor and 2 (or -1: full context, not streamable).
+            left_context_frames: embed frames of left context (-1: unlimited, not streamable); None keeps the current.
+
+        Raises:
+            ValueError: not a causal model, or a setting the stacks cannot use (named). A value outside the training
+                lists works, but warns that the model was not trained for it.
+        """
+        if not self.config["causal"]:
+            raise ValueError(f"{NAME}: set_streaming needs a causal model (encoder_conf causal: true)")
+        if left_context_frames is None:
+            left_context_frames = decode_chunking(self.config)[1]
+        check_zipformer_chunking(self.config, [chunk_size], [left_context_frames])
+        self._warn_if_untrained(chunk_size, left_context_frames)
+        self.config["decode_chunk_size"] = chunk_size
+        self.config["decode_left_context_frames"] = left_context_frames
+
+    def _warn_if_untrained(self, chunk_size: int, left_context_frames: int) -> None:
+        warn_if_untrained(NAME, "decode_chunk_size", chunk_size, self.config["chunk_size"])
+        warn_if_untrained(NAME, "decode_left_context_frames", left_context_frames, self.config["left_context_frames"])
+
+    def streaming_geometry(self) -> StreamingGeometry:
+        """Frame arithmetic of :meth:`forward_streaming` at the decode setting: feature frames per chunk, lookahead,
+        output frames per chunk, latency (see :class:`hybrid_encoders.streaming.zipformer_state.StreamingGeometry`)."""
+        return StreamingGeometry.of(*decode_chunking(self.config), self.encoder_embed.streaming_lookahead)
+
+    def forward_streaming(
+        self,
+        xs: torch.Tensor,
+        ilens: torch.Tensor,
+        states: Optional[ZipformerStreamingState] = None,
+        is_final: Union[bool, torch.Tensor] = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor, ZipformerStreamingState]:
+        """Encode the next piece of each utterance of a batch, chunk by chunk, with cached state (causal models).
+
+        Feeding an utterance's features in pieces of any sizes and finishing with ``is_final`` gives exactly the
+        frames of :meth:`forward` in eval mode on the whole utterance alone (the decode chunk setting), in
+        constant memory and time per chunk. Runs without gradients, in eval mode.
+
+        Args:
+            xs: (B, T_piece, input_size) the next feature frames of each utterance (any T_piece >= 0, padded).
+            ilens: (B,) valid frames of this piece per utterance (0: nothing new).
+            states: None to start B new utterances, else the states returned by the previous call.
+            is_final: bool, or (B,) bool: these utterances end with this piece (their last frames are emitted).
+
+        Returns:
+            ys (B, T_new, max(encoder_dim)): the output frames that became final, per utterance ``olens[b]`` of them
+            (zero-padded after); olens (B,); the new states.
+
+        Raises:
+            ValueError: not causal; training mode; an unlimited chunk or left context; wrong shapes or feature size;
+                states of another model or chunk setting, or of another batch size; frames for an utterance after
+                its final piece.
+        """
+        from hybrid_encoders.streaming.zipformer_stream import forward_streaming  # the streaming package builds on us
+
+        return forward_streaming(self, xs, ilens, states, is_final)
 
     def _count_optimizer_step(self) -> None:
         """Advance ``batch_count`` if an optimizer step happened since the previous training forward, and pass the
@@ -505,5 +657,5 @@ class ZipformerEncoder(AbsEncoder):
         x, lengths = self.encoder_embed(xs_pad, ilens)
         padding = make_pad_mask(lengths, x.size(1))
         # without padding every mask operation is a no-op: skip them all (one check per forward)
-        x, olens = self.encoder(x, lengths, padding if bool(padding.any()) else None)
+        x, olens = self.encoder(x, lengths, padding if bool(padding.any()) else None, *self.chunking())
         return x, olens, None

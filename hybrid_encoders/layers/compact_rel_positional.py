@@ -17,14 +17,17 @@ from torch import nn
 
 
 class CompactRelPositionalEncoding(nn.Module):
-    """Encodings of the offsets ``-(T - 1) .. T - 1`` (ascending), with dropout while training.
+    """Encodings of the offsets ``-(L + T - 1) .. T - 1`` (ascending), with dropout while training.
+
+    T query frames attend to themselves and, in chunked streaming, to L cached frames before them (key minus query
+    position then reaches down to ``-(L + T - 1)``).
 
     Args:
         embed_dim: encoding size D (even).
         dropout_rate: dropout on the encodings in training.
         length_factor: stretches the offset scale (>= 1).
 
-    Shapes: ``forward(num_frames=T)`` -> (2T - 1, D); row k is offset ``k - (T - 1)``.
+    Shapes: ``forward(num_frames=T, left_context=L)`` -> (L + 2T - 1, D); row k is offset ``k - (L + T - 1)``.
     """
 
     def __init__(self, embed_dim: int, dropout_rate: float = 0.15, length_factor: float = 1.0):
@@ -35,8 +38,11 @@ class CompactRelPositionalEncoding(nn.Module):
         self.dropout_rate = dropout_rate
         self.length_factor = length_factor
 
-    def forward(self, num_frames: int, device: torch.device = None, dtype: torch.dtype = torch.float32):
-        offsets = torch.arange(-(num_frames - 1), num_frames, device=device, dtype=torch.float32).unsqueeze(1)
+    def forward(
+        self, num_frames: int, device: torch.device = None, dtype: torch.dtype = torch.float32, left_context: int = 0
+    ) -> torch.Tensor:
+        first = -(left_context + num_frames - 1)
+        offsets = torch.arange(first, num_frames, device=device, dtype=torch.float32).unsqueeze(1)
         frequencies = 1 + torch.arange(self.embed_dim // 2, device=device)
         compression = self.embed_dim**0.5
         compressed = compression * offsets.sign() * ((offsets.abs() + compression).log() - math.log(compression))

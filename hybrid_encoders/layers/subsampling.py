@@ -217,10 +217,24 @@ class _ConvNeXt(nn.Module):
         self.reset_parameters()
 
     def _inference(self, x: torch.Tensor) -> torch.Tensor:
-        """Eval-mode forward, same values: channels-last layout, in which the depthwise 7x7 and the 1x1
-        convolutions run much faster on CPU, and an in-place residual."""
-        y = self.pointwise_conv1(self.depthwise_conv(x.contiguous(memory_format=torch.channels_last)))
-        return self.pointwise_conv2(self.activation(y)).add_(x)
+        """Eval-mode forward, same values, with an in-place residual."""
+        return self.residual_branch(x, self.time_padding).add_(x)
+
+    @property
+    def time_padding(self) -> int:
+        """Frames the block reads on each side of a frame (3): the streaming embed's left cache and lookahead."""
+        return self.depthwise_conv.padding[0]
+
+    def residual_branch(self, x: torch.Tensor, time_padding: int) -> torch.Tensor:
+        """The block's branch (eval mode), in channels-last layout, in which the depthwise 7x7 and the 1x1
+        convolutions run much faster on CPU: (B, C, T, F) -> (B, C, T + 2 time_padding - 6, F). ``time_padding``
+        zero frames are added at both time ends (3 as in the forward; 0 when a stream supplies its context frames)."""
+        conv = self.depthwise_conv
+        y = nn.functional.conv2d(
+            x.contiguous(memory_format=torch.channels_last), conv.weight, conv.bias,
+            padding=(time_padding, conv.padding[1]), groups=conv.groups,
+        )  # fmt: skip
+        return self.pointwise_conv2(self.activation(self.pointwise_conv1(y)))
 
     def reset_parameters(self) -> None:
         """icefall: default init, the last 1x1 convolution scaled by 0.01 (a near-identity block at start)."""
@@ -292,13 +306,26 @@ class Conv2dConvNeXtSubsampling(Subsampling):
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return torch.div(lengths - 7, 2, rounding_mode="floor")
 
+    @property
+    def streaming_lookahead(self) -> int:
+        """Input frames that output frames [s, s + n) need beyond input frame 2(s + n) - 1: the convolutions read
+        7 more (frame t reads 2t .. 2t + 8), the ConvNeXt 3 output frames (6 input frames) more: 13."""
+        return 7 + 2 * self.convnext.time_padding
+
     def forward(self, xs: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F) features, (B,) lengths -> (B, (T - 7) // 2, output_size) frames and their lengths."""
-        x = self.convnext(self.conv(xs.unsqueeze(1)))  # (B, 128, T', F')
+        return self.project(self.convnext(self.convolve(xs))), self.output_lengths(lengths)
+
+    def convolve(self, xs: torch.Tensor) -> torch.Tensor:
+        """The three convolutions, (B, T, F) -> (B, 128, (T - 7) // 2, F'): "valid" in time, so frame t depends on
+        input frames 2t .. 2t + 8 only, and a stream can compute any frame range from its input frames."""
+        return self.conv(xs.unsqueeze(1))
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """ConvNeXt output (B, 128, T', F') -> flatten (index c * F' + f) -> Linear -> BiasNorm -> (B, T', D)."""
         batch, channels, frames, features = x.shape
-        x = self.out(x.transpose(1, 2).reshape(batch, frames, channels * features))  # index c * F' + f
-        x = self.dropout(self.out_norm(self.out_whiten(x)))
-        return x, self.output_lengths(lengths)
+        x = self.out(x.transpose(1, 2).reshape(batch, frames, channels * features))
+        return self.dropout(self.out_norm(self.out_whiten(x)))
 
 
 SUBSAMPLING_KINDS["conv2d_convnext"] = Conv2dConvNeXtSubsampling

@@ -7,7 +7,7 @@
 """
 
 import random
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -23,16 +23,18 @@ MASKED_SCORE = -1000.0  # icefall fills masked scores with a finite value (exp(-
 def relative_to_absolute(scores: torch.Tensor) -> torch.Tensor:
     """Read relative-offset scores at absolute key positions, without copying.
 
+    The T queries are the last T of K >= T keys (K > T when cached frames of a streaming left context come first).
+
     Args:
-        scores: (..., T, 2T - 1) contiguous, column k holding offset ``k - (T - 1)`` (key minus query).
+        scores: (..., T, K + T - 1) contiguous, column k holding offset ``k - (K - 1)`` (key minus query position).
 
     Returns:
-        (..., T, T) strided view with ``out[..., i, j] = scores[..., i, (T - 1) + j - i]``.
+        (..., T, K) strided view with ``out[..., i, j] = scores[..., i, (T - 1) + j - i]``.
     """
     *lead, frames, width = scores.shape
     strides = scores.stride()
     return scores.as_strided(
-        (*lead, frames, frames), (*strides[:-2], strides[-2] - 1, 1), scores.storage_offset() + frames - 1
+        (*lead, frames, width - frames + 1), (*strides[:-2], strides[-2] - 1, 1), scores.storage_offset() + frames - 1
     )
 
 
@@ -115,43 +117,77 @@ class RelPositionAttentionWeights(nn.Module):
         self.whiten_keys = Whiten(num_heads, whitening_schedule(3.0), prob=(0.025, 0.25), grad_scale=0.025)
 
     def forward(
-        self, x: torch.Tensor, pos_emb: torch.Tensor, key_padding_mask: Optional[torch.Tensor] = None
+        self,
+        x: torch.Tensor,
+        pos_emb: torch.Tensor,
+        key_padding_mask: Optional[torch.Tensor] = None,
+        attn_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """
         Args:
             x: (B, T, C) layer input.
             pos_emb: (2T - 1, pos_dim) encodings of offsets -(T-1) .. T-1.
             key_padding_mask: (B, T) bool, True = padded key; or None.
+            attn_mask: (T, T) bool, True where query i may not see key j (chunked causal attention); or None.
 
         Returns:
             (B, H, T, T) attention weights (rows sum to 1).
         """
+        mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+        if attn_mask is not None:
+            mask = attn_mask if mask is None else mask | attn_mask
+        return self.attention_weights(*self.project(x), pos_emb, mask)
+
+    def project(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The three parts of ``in_proj(x)`` for (B, T, C) input: queries (B, H, T, dq), keys (B, T, H dq) (frame-major,
+        the layout in which streaming caches past keys) and positional queries (B, H, T, dp)."""
         batch, frames, _ = x.shape
         heads, dq, dp = self.num_heads, self.query_head_dim, self.pos_head_dim
         projected = self.in_proj(x)
-        q = projected[..., : dq * heads]
+        q = projected[..., : dq * heads].reshape(batch, frames, heads, dq).transpose(1, 2)
         k = self.whiten_keys(self.balance_keys(projected[..., dq * heads : 2 * dq * heads]))
-        p = projected[..., 2 * dq * heads :]
-        q = q.reshape(batch, frames, heads, dq).transpose(1, 2)  # (B, H, T, dq)
-        k = k.reshape(batch, frames, heads, dq).permute(0, 2, 3, 1)  # (B, H, dq, T)
-        scores = torch.matmul(q, k)  # (B, H, T, T)
+        p = projected[..., 2 * dq * heads :].reshape(batch, frames, heads, dp).transpose(1, 2)
+        return q, k, p
+
+    def attention_weights(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        p: torch.Tensor,
+        pos_emb: torch.Tensor,
+        mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Weights of T queries over K >= T keys whose last T frames are the queries' own (K > T: a streaming chunk
+        after K - T cached keys).
+
+        Args:
+            q, p: (B, H, T, dq) queries and (B, H, T, dp) positional queries from :meth:`project`.
+            k: (B, K, H dq) keys.
+            pos_emb: (K + T - 1, pos_dim) encodings of offsets -(K-1) .. T-1.
+            mask: bool, broadcastable to (B, H, T, K), True = masked; or None.
+
+        Returns:
+            (B, H, T, K) attention weights (rows sum to 1).
+        """
+        batch, heads, frames, dq = q.shape
+        keys = k.size(1)
+        scores = torch.matmul(q, k.reshape(batch, keys, heads, dq).permute(0, 2, 3, 1))  # (B, H, T, K)
 
         if not self.training or random.random() >= float(self.pos_emb_skip_rate):
-            p = p.reshape(batch, frames, heads, dp).transpose(1, 2)  # (B, H, T, dp)
-            positions = self.linear_pos(pos_emb).reshape(2 * frames - 1, heads, dp).permute(1, 2, 0)  # (H, dp, 2T-1)
-            if scores.requires_grad:
+            positions = self.linear_pos(pos_emb).reshape(keys + frames - 1, heads, -1).permute(1, 2, 0)  # (H, dp, K+T-1)
+            # the block loop below needs T as a Python int and square scores
+            if scores.requires_grad or keys != frames:
                 scores = scores + relative_to_absolute(torch.matmul(p, positions))
             else:
                 add_relative_scores_(scores, p, positions)
 
         if self.training and random.random() < 0.1:
             scores = penalize_abs_values_gt(scores, limit=25.0, penalty=1e-4)
-        if key_padding_mask is not None:
-            padded = key_padding_mask[:, None, None, :]
+        if mask is not None:
             if scores.requires_grad:
-                scores = scores.masked_fill(padded, MASKED_SCORE)
+                scores = scores.masked_fill(mask, MASKED_SCORE)
             else:
-                scores.masked_fill_(padded, MASKED_SCORE)
+                scores.masked_fill_(mask, MASKED_SCORE)
         if scores.requires_grad:
             return scores.softmax(dim=-1)
         return torch.softmax(scores, dim=-1, out=scores)  # in place: no second (B, H, T, T) tensor at inference
@@ -176,9 +212,13 @@ class SelfAttention(nn.Module):
         self.whiten = Whiten(1, whitening_schedule(7.5, ratio=3.0), prob=(0.025, 0.25), grad_scale=0.01)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        batch, frames, _ = x.shape
-        values = self.in_proj(x).reshape(batch, frames, self.num_heads, -1).transpose(1, 2)  # (B, H, T, dv)
-        attended = torch.matmul(weights, values).transpose(1, 2).reshape(batch, frames, -1)
+        return self.attend(self.in_proj(x), weights)
+
+    def attend(self, values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Values (B, K, H dv) (``in_proj`` of the key frames) weighted by (B, H, T, K) weights -> (B, T, C)."""
+        batch, keys, _ = values.shape
+        values = values.reshape(batch, keys, self.num_heads, -1).transpose(1, 2)  # (B, H, K, dv)
+        attended = torch.matmul(weights, values).transpose(1, 2).reshape(batch, weights.size(2), -1)
         return self.whiten(self.out_proj(attended))
 
 
@@ -206,7 +246,14 @@ class NonlinAttention(nn.Module):
         self.whiten2 = Whiten(1, whitening_schedule(5.0, ratio=3.0), prob=(0.025, 0.25), grad_scale=0.01)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return self.attend(*self.project(x), weights)
+
+    def project(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, C) -> the gated values ``x * tanh(s)`` and the multiplier ``y``, both (B, T, hidden)."""
         gate, values, multiplier = self.in_proj(x).chunk(3, dim=-1)
-        values = self.whiten1(values) * torch.tanh(self.balancer(gate))
-        attended = torch.matmul(weights, values)  # (B, T, T) @ (B, T, hidden)
+        return self.whiten1(values) * torch.tanh(self.balancer(gate)), multiplier
+
+    def attend(self, values: torch.Tensor, multiplier: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Gated values (B, K, hidden) of the key frames, multiplier (B, T, hidden), weights (B, T, K) -> (B, T, C)."""
+        attended = torch.matmul(weights, values)  # (B, T, K) @ (B, K, hidden)
         return self.whiten2(self.out_proj(attended * multiplier))

@@ -1,0 +1,110 @@
+"""Chunk-causal depthwise convolution (causal Zipformer, spec §8): a depthwise temporal convolution that, like the
+chunked attention mask, sees the past and the frames of its own chunk but nothing after the chunk.
+
+For kernel size k (odd) and chunk size c, with frame t in chunk ``[s, s + c)``:
+
+    y[t] = causal[t] + chunkwise[t] * scale[t - s]
+    causal[t]    = b_causal + sum_{i=0}^{k//2} w_causal[i] x[t - k//2 + i]            (zero before the sequence)
+    chunkwise[t] = b_chunk  + sum_{i=0}^{k-1}  w_chunk[i]  x[t - k//2 + i]            (zero outside the chunk)
+    scale[u]     = 1 + left_edge[u] + right_edge[u - c + k]                          (each zero beyond its k taps)
+
+``left_edge`` / ``right_edge`` are the two rows of ``chunkwise_conv_scale`` (2, C, k): learned corrections near the
+chunk's edges, where the within-chunk convolution sees zero padding. The last chunk of a sequence may be shorter
+than c; it keeps the scale of a full chunk (its first frames), except that a sequence shorter than one chunk is a
+single chunk of its own length (icefall's ChunkCausalDepthwiseConv1d does the same). Parameter names are icefall's.
+"""
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybrid_encoders.layers.depthwise_conv import depthwise_conv1d
+
+
+class ChunkCausalDepthwiseConv1d(nn.Module):
+    """Depthwise convolution that is causal across chunks and "same"-padded inside each chunk.
+
+    Args:
+        channels: channels C.
+        kernel_size: odd kernel size k of the within-chunk convolution; the causal one has (k + 1) / 2 taps.
+
+    Shapes: ``forward(x (B, C, T), chunk_size) -> (B, C, T)``; ``forward_chunk`` for streaming.
+    """
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"ChunkCausalDepthwiseConv1d: kernel_size must be odd, got {kernel_size}")
+        self.kernel_size = kernel_size
+        self.causal_conv = nn.Conv1d(channels, channels, (kernel_size + 1) // 2, groups=channels)
+        self.chunkwise_conv = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
+        self.chunkwise_conv_scale = nn.Parameter(torch.empty(2, channels, kernel_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """icefall: default convolution weights, causal bias U(-0.1, 0.1), no edge corrections."""
+        nn.init.uniform_(self.causal_conv.bias, -0.1, 0.1)
+        nn.init.zeros_(self.chunkwise_conv_scale)
+
+    @property
+    def left_context(self) -> int:
+        """Past frames the causal convolution reads (k // 2): the streaming cache length."""
+        return self.kernel_size // 2
+
+    def chunk_scale(self, chunk_size: int) -> torch.Tensor:
+        """(C, chunk_size) scale of the within-chunk output, frame by frame of a chunk."""
+        taps = min(chunk_size, self.kernel_size)
+        left_edge = F.pad(self.chunkwise_conv_scale[0, :, :taps], (0, chunk_size - taps))
+        right_edge = F.pad(self.chunkwise_conv_scale[1, :, self.kernel_size - taps :], (chunk_size - taps, 0))
+        return 1.0 + left_edge + right_edge
+
+    def _within_chunk(self, rows: torch.Tensor, chunk_size: int) -> torch.Tensor:
+        """The scaled within-chunk convolution of frame-major rows (B, T, C), T = n * chunk_size -> (B, C, T)."""
+        batch, frames, channels = rows.shape
+        # (B, T, C) -> (B n, C, chunk) as a transposed view: the channels-last layout depthwise_conv1d wants
+        chunks = rows.reshape(batch * (frames // chunk_size), chunk_size, channels).transpose(1, 2)
+        padding = self.kernel_size // 2
+        y = depthwise_conv1d(chunks, self.chunkwise_conv.weight, self.chunkwise_conv.bias, padding, padding)
+        y = y * self.chunk_scale(chunk_size)
+        return y.transpose(1, 2).reshape(batch, frames, channels).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, chunk_size: int = -1) -> torch.Tensor:
+        """
+        Args:
+            x: (B, C, T).
+            chunk_size: frames per chunk; -1 (or more than T): the whole sequence is one chunk.
+
+        Returns:
+            (B, C, T).
+        """
+        frames = x.size(-1)
+        if chunk_size < 0 or chunk_size > frames:
+            chunk_size = frames
+        causal = depthwise_conv1d(x, self.causal_conv.weight, self.causal_conv.bias, self.left_context, 0)
+        rows = x.transpose(1, 2)  # free when x is itself a transposed (B, T, C) tensor, as in the conv module
+        right_pad = -frames % chunk_size
+        if right_pad:  # the last chunk is short: zeros complete it
+            rows = F.pad(rows, (0, 0, 0, right_pad))
+        return causal + self._within_chunk(rows, chunk_size)[..., :frames]
+
+    def forward_chunk(
+        self, x: torch.Tensor, cache: torch.Tensor, chunk_size: int
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One chunk of a stream.
+
+        Args:
+            x: (B, C, t) the chunk's frames, t <= chunk_size (t < chunk_size only for a sequence's last chunk).
+            cache: (B, C, k // 2) the frames before the chunk (zeros before the sequence start).
+            chunk_size: the chunk size whose scale applies (a sequence shorter than one chunk: its length).
+
+        Returns:
+            (B, C, t) output and the (B, C, k // 2) cache for the next chunk.
+        """
+        context = torch.cat((cache, x), dim=-1)
+        causal = depthwise_conv1d(context, self.causal_conv.weight, self.causal_conv.bias, 0, 0)
+        padding = self.kernel_size // 2
+        within = depthwise_conv1d(x, self.chunkwise_conv.weight, self.chunkwise_conv.bias, padding, padding)
+        within = within * self.chunk_scale(chunk_size)[:, : x.size(-1)]
+        return causal + within, context[..., context.size(-1) - self.left_context :]
