@@ -25,7 +25,10 @@ ENTRY_POINTS = {
         "hybridformer = hybrid_encoders.encoders.hybridformer:HybridformerEncoder",
         "zipformer = hybrid_encoders.encoders.zipformer:ZipformerEncoder",
     ],
-    "espnet2.asr.model": ["espnet_rnnt = hybrid_encoders.transducer.model:TransducerASRModel"],
+    "espnet2.asr.model": [
+        "espnet_rnnt = hybrid_encoders.transducer.model:TransducerASRModel",
+        "espnet_crctc = hybrid_encoders.crctc.model:CRCTCASRModel",
+    ],
     "espnet2.asr.decoder": [
         "stateless_transducer = hybrid_encoders.transducer.stateless_decoder:StatelessTransducerDecoder",
     ],
