@@ -21,6 +21,9 @@ Configuration (everything below lives in ``model_conf``; other keys go to ``ESPn
   for which ESPnet builds no joint network. With ``decoder: transducer`` ESPnet builds it from the top-level
   ``joint_net_conf`` and this key must stay unset.
 
+With ``cr_loss_scale`` > 0 (and ``ctc_weight`` > 0) the model trains with CR-CTC on its CTC head, icefall's
+best system (docs/crctc.md): both losses on two SpecAugment views, plus ``cr_loss_scale`` times the consistency loss.
+
 An attention-decoder auxiliary loss is not available: the ``asr`` task has a single decoder slot, which the
 transducer decoder takes.
 
@@ -38,6 +41,7 @@ from espnet2.asr.transducer.error_calculator import ErrorCalculatorTransducer
 from espnet2.asr_transducer.joint_network import JointNetwork
 from espnet2.asr_transducer.utils import get_transducer_task_io
 from espnet2.torch_utils.device_funcs import force_gatherable
+from hybrid_encoders.crctc.mixin import ConsistencyRegularizedCTCMixin
 from hybrid_encoders.step_counter import OptimizerStepCounter
 from hybrid_encoders.transducer.pruned_rnnt import (
     check_smoothing_scales,
@@ -52,7 +56,7 @@ TRANSDUCER_LOSSES = ("full", "pruned")
 DECODER_API = ("dunits", "blank_id", "set_device", "init_state", "score", "batch_score", "select_state")
 
 
-class TransducerASRModel(ESPnetASRModel):
+class TransducerASRModel(ConsistencyRegularizedCTCMixin, ESPnetASRModel):
     """ESPnet ASR model with a transducer decoder trained by torchaudio's or our pruned RNN-T loss.
 
     Args:
@@ -67,6 +71,8 @@ class TransducerASRModel(ESPnetASRModel):
         simple_loss_scale: final weight of the simple loss (>= 0).
         simple_loss_warmup_steps: optimizer updates over which the weights move to their final values (>= 0).
         joint_net_conf: ``JointNetwork`` arguments for decoders other than ``transducer``.
+        cr_loss_scale, cr_loss_warmup_steps: CR-CTC on the CTC head (off by default), see
+            :class:`~hybrid_encoders.crctc.mixin.ConsistencyRegularizedCTCMixin`.
         report_cer, report_wer, sym_space, sym_blank: as ``ESPnetASRModel``.
         **kwargs: the other ``ESPnetASRModel`` options (``ctc_weight``, ``interctc_weight``, ...).
     """
