@@ -7,9 +7,10 @@ but a ratio of step times can: every config is built with ESPnet's own ``ASRTask
 clipping as ESPnet's trainer does it, optimizer and batch-scheduler step) on the same batches of real training data
 alternate between the configs: reference, A, B, ..., reference, A, B, ... A change of machine load shifts the
 configs of a round together, so the ratio to the reference *within each round* cancels most of it; the median over
-rounds is reported with its range as the uncertainty. A config's equal-budget number of epochs is then
-``reference_epochs * t_reference / t_config`` (its step count at the reference's wall-clock; every config sees the
-same batches per epoch), rounded to the nearest epoch.
+rounds is reported with its range as the uncertainty. Each config steps on batches of its own ``batch_size`` (a
+CR-CTC config halves it: every utterance is encoded twice), so the ratio compared is that of the time per training
+utterance, i.e. per epoch: ``r = (t_config / b_config) / (t_reference / b_reference)``. A config's equal-budget
+number of epochs is ``reference_epochs / r``, rounded to the nearest epoch.
 
 Validation, checkpointing and data loading are not timed: they cost every config about the same few percent.
 
@@ -26,7 +27,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import soundfile
@@ -44,12 +45,14 @@ class StepTiming:
     Attributes:
         config: path of the training YAML.
         seconds_per_step: median over rounds of the mean step time of the round.
-        ratio: median over rounds of ``t_config / t_reference`` within the round.
+        batch_size: utterances per step (the config's ``batch_size``).
+        ratio: median over rounds of the per-utterance (per-epoch) time ratio to the reference within the round.
         ratio_min, ratio_max: range of the per-round ratios (the uncertainty of ``ratio``).
         equal_budget_epochs: ``reference_epochs / ratio`` rounded to the nearest epoch (at least 1).
     """
 
     config: str
+    batch_size: int
     seconds_per_step: float
     ratio: float
     ratio_min: float
@@ -114,6 +117,7 @@ class _Trainee:
             scheduler = scheduler_classes[args.scheduler](self.optimizer, **args.scheduler_conf)
             self.scheduler = scheduler if isinstance(scheduler, AbsBatchStepScheduler) else None
         self.grad_clip = args.grad_clip
+        self.batch_size = args.batch_size
 
     def step(self, batch: Tuple[torch.Tensor, ...]) -> None:
         speech, speech_lengths, text, text_lengths = batch
@@ -126,14 +130,14 @@ class _Trainee:
             self.scheduler.step()
 
 
-def measure(configs: Sequence[str], batches: Sequence[Tuple[torch.Tensor, ...]], rounds: int, steps: int,
-            extra_args: Sequence[str] = (), reference_epochs: int = 10) -> List[StepTiming]:
+def measure(configs: Sequence[str], batches_for: Callable[[int], Sequence[Tuple[torch.Tensor, ...]]], rounds: int,
+            steps: int, extra_args: Sequence[str] = (), reference_epochs: int = 10) -> List[StepTiming]:
     """Time ``rounds`` alternating rounds of ``steps`` training steps per config.
 
     Args:
         configs: training YAMLs; the first is the reference.
-        batches: from :func:`make_batches`, at least ``steps`` of them; round ``r`` uses batches
-            ``r * steps ...`` (cyclically), the same for every config.
+        batches_for: ``batches_for(batch_size)``: batches of that size (:func:`make_batches`), at least ``steps``;
+            round ``r`` uses batches ``r * steps ...`` (cyclically), the same for every config of a batch size.
         rounds: number of rounds (each config runs once per round, in the order given).
         steps: timed steps per config and round (after one untimed warm-up step per config).
         extra_args: ``asr_train`` options every config gets (token list, normalisation, frontend sampling rate).
@@ -142,29 +146,33 @@ def measure(configs: Sequence[str], batches: Sequence[Tuple[torch.Tensor, ...]],
     Returns:
         One :class:`StepTiming` per config, in the order of ``configs``.
     """
-    if rounds < 1 or steps < 1 or len(batches) < steps:
-        raise ValueError(f"need rounds >= 1, steps >= 1 and at least --steps batches; got rounds={rounds}, "
-                         f"steps={steps}, {len(batches)} batches")
+    if rounds < 1 or steps < 1:
+        raise ValueError(f"need rounds >= 1 and steps >= 1; got rounds={rounds}, steps={steps}")
     trainees = [_Trainee(config, extra_args) for config in configs]
+    batches = {trainee.batch_size: batches_for(trainee.batch_size) for trainee in trainees}
+    for size, some in batches.items():
+        if len(some) < steps:
+            raise ValueError(f"need at least --steps ({steps}) batches of {size}, got {len(some)}")
     for trainee in trainees:
-        trainee.step(batches[0])
+        trainee.step(batches[trainee.batch_size][0])
     times: Dict[str, List[float]] = {config: [] for config in configs}
     for round_index in range(rounds):
-        chosen = [batches[(round_index * steps + i) % len(batches)] for i in range(steps)]
         for config, trainee in zip(configs, trainees):
+            own = batches[trainee.batch_size]
+            chosen = [own[(round_index * steps + i) % len(own)] for i in range(steps)]
             start = time.perf_counter()
             for batch in chosen:
                 trainee.step(batch)
             times[config].append((time.perf_counter() - start) / steps)
         LOG.info("round %d/%d: %s", round_index + 1, rounds,
                  ", ".join(f"{config} {times[config][-1]:.3f} s/step" for config in configs))
-    reference = times[configs[0]]
+    reference, reference_size = times[configs[0]], trainees[0].batch_size
     results = []
-    for config in configs:
-        ratios = [t / r for t, r in zip(times[config], reference)]
+    for config, trainee in zip(configs, trainees):
+        ratios = [(t / trainee.batch_size) / (r / reference_size) for t, r in zip(times[config], reference)]
         ratio = statistics.median(ratios)
-        results.append(StepTiming(config, statistics.median(times[config]), ratio, min(ratios), max(ratios),
-                                  max(1, int(round(reference_epochs / ratio)))))
+        results.append(StepTiming(config, trainee.batch_size, statistics.median(times[config]), ratio, min(ratios),
+                                  max(ratios), max(1, int(round(reference_epochs / ratio)))))
     return results
 
 
@@ -178,7 +186,6 @@ def main(argv: Sequence[str] = None) -> int:
                         help="feats_stats.npz of stage 4; '' for no normalisation")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--reference_epochs", type=int, default=10)
     parser.add_argument("--output", help="JSON file of the results")
     args = parser.parse_args(argv)
@@ -190,15 +197,16 @@ def main(argv: Sequence[str] = None) -> int:
     if args.stats_file:
         extra_args += ["--normalize", "global_mvn", "--normalize_conf", f"stats_file={args.stats_file}"]
     try:
-        batches = make_batches(args.data_dir, token_list, args.batch_size, args.rounds * args.steps)
-        results = measure(args.config, batches, args.rounds, args.steps, extra_args, args.reference_epochs)
+        count = args.rounds * args.steps
+        results = measure(args.config, lambda size: make_batches(args.data_dir, token_list, size, count), args.rounds,
+                          args.steps, extra_args, args.reference_epochs)
     except (FileNotFoundError, ValueError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
-    print("| config | s/step | ratio to the first (range over rounds) | equal-budget epochs |")
-    print("|---|---:|---|---:|")
+    print("| config | batch | s/step | epoch-time ratio to the first (range over rounds) | equal-budget epochs |")
+    print("|---|---:|---:|---|---:|")
     for result in results:
-        print(f"| {result.config} | {result.seconds_per_step:.3f} | {result.ratio:.3f} "
+        print(f"| {result.config} | {result.batch_size} | {result.seconds_per_step:.3f} | {result.ratio:.3f} "
               f"({result.ratio_min:.3f}-{result.ratio_max:.3f}) | {result.equal_budget_epochs} |")
     if args.output:
         with open(args.output, "w", encoding="utf-8") as stream:
