@@ -29,16 +29,15 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from hybrid_encoders.streaming.decoding import METHODS, Hypothesis, build_search
+from hybrid_encoders.streaming.decoding import METHODS, Hypothesis
 from hybrid_encoders.streaming.frontend import TooShortAudioError, streaming_features
 from hybrid_encoders.streaming.recognizer import (
     StreamingDecoder,
     TokenText,
+    choose_method,
     configure_streaming,
     decode_utterance,
-    default_method,
     load_model,
-    log_branch,
 )
 
 
@@ -205,16 +204,10 @@ def inference(args: argparse.Namespace) -> None:
     device = "cuda" if args.ngpu >= 1 else "cpu"
     model, train_args = load_model(args.asr_train_config, args.asr_model_file, device)
     chunk_size, left_context = configure_streaming(model, args.chunk_size, args.left_context_frames, args.simulate)
-    method = args.decoding_method or default_method(model)
-    build_search(model, method, 1, args.beam_size)  # an unusable method fails here, before any audio is read
+    method = choose_method(model, args.decoding_method, args.beam_size)  # fails before any audio is read
     if args.nbest > 1 and method not in ("ctc_prefix_beam", "modified_beam_search"):
         raise ValueError(f"--nbest {args.nbest} needs a beam search, not {method}")
-    log_branch(model, method)
-    token_text = TokenText(
-        model.token_list,
-        args.token_type or getattr(train_args, "token_type", None),
-        args.bpemodel or getattr(train_args, "bpemodel", None),
-    )
+    token_text = TokenText.for_model(model, train_args, args.token_type, args.bpemodel)
     sample_rate = streaming_features(model).sample_rate
     piece = max(1, int(round(sample_rate * args.piece_ms / 1000)))
     logging.info(

@@ -2,6 +2,10 @@
 
     hybrid-encoders transcribe --config exp/asr/config.yaml --model exp/asr/valid.loss.ave.pth a.wav b.wav
     hybrid-encoders transcribe --streaming --realtime --config C --model M a.wav
+    hybrid-encoders transcribe --onnx exp/onnx [--int8] a.wav b.wav
+
+With ``--onnx DIR`` (a folder of ``hybrid-encoders export onnx``) onnxruntime runs the exported graphs with the
+greedy searches of :mod:`hybrid_encoders.deploy.runtime`; each file is decoded alone, as in the offline mode.
 
 Offline, each file goes whole through the model's ``encode`` (a causal encoder runs its chunked forward with the
 decode chunk setting; ``--chunk_size -1`` gives it full context) and the search reads all frames. With
@@ -42,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk_size", type=int, default=None, help="encoder chunk (50 Hz frames; 16 = 320 ms)")
     parser.add_argument("--left_context_frames", type=int, default=None, help="encoder left context (50 Hz frames)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--onnx", help="decode with onnxruntime from this export folder (instead of --config/--model)")
+    parser.add_argument("--int8", action="store_true", help="with --onnx: the int8 graphs (export --quantize int8)")
 
 
 def read_audio(path: str, sample_rate: int) -> torch.Tensor:
@@ -99,24 +105,20 @@ def transcribe_streaming(args: argparse.Namespace) -> None:
 
 
 def transcribe_offline(args: argparse.Namespace) -> None:
-    from hybrid_encoders.streaming.decoding import build_search
     from hybrid_encoders.streaming.frontend import streaming_features
     from hybrid_encoders.streaming.recognizer import (
         TokenText,
+        choose_method,
         configure_streaming,
         decode_utterance,
-        default_method,
         load_model,
-        log_branch,
     )
 
     model, train_args = load_model(args.config, args.model, args.device)
     if args.chunk_size is not None or args.left_context_frames is not None:
         configure_streaming(model, args.chunk_size, args.left_context_frames, simulate=True)
-    method = args.decoding_method or default_method(model)
-    build_search(model, method, 1, args.beam_size)
-    log_branch(model, method)
-    token_text = TokenText(model.token_list, getattr(train_args, "token_type", None), getattr(train_args, "bpemodel", None))
+    method = choose_method(model, args.decoding_method, args.beam_size)
+    token_text = TokenText.for_model(model, train_args)
     sample_rate = streaming_features(model).sample_rate
     for path in args.audio:
         hypothesis = decode_utterance(model, method, args.beam_size, read_audio(path, sample_rate))[0]
@@ -124,8 +126,30 @@ def transcribe_offline(args: argparse.Namespace) -> None:
         print(text if text is not None else " ".join(tokens), flush=True)
 
 
+def transcribe_onnx(args: argparse.Namespace) -> None:
+    from hybrid_encoders.deploy import ExportError, MissingDependencyError, OnnxAsrModel
+
+    methods = {None: None, "ctc_greedy": "ctc", "rnnt_greedy": "transducer"}
+    if args.decoding_method not in methods:
+        raise ValueError("--onnx decodes greedily: --decoding_method must be ctc_greedy or rnnt_greedy")
+    try:
+        model = OnnxAsrModel(args.onnx, int8=args.int8, decoding=methods[args.decoding_method])
+        for path in args.audio:
+            waveform = read_audio(path, model.feature_extractor.sample_rate).numpy()
+            print(model.transcribe([waveform])[0], flush=True)
+    except (ExportError, MissingDependencyError) as error:
+        raise ValueError(str(error)) from error
+
+
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.onnx is not None:
+            if args.config is not None or args.model is not None or args.streaming:
+                raise ValueError("--onnx runs an export folder: it takes no --config, --model or --streaming")
+            transcribe_onnx(args)
+            return 0
+        if args.int8:
+            raise ValueError("--int8 needs --onnx")
         if args.config is None or args.model is None:
             raise ValueError("--config and --model are required (the experiment's config.yaml and model file)")
         if args.realtime and not args.streaming:

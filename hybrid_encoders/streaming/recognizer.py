@@ -71,19 +71,19 @@ def _decode_setting(config: dict) -> Tuple[int, int]:
     return (config["chunk_size"][0] if chunk is None else chunk, config["left_context_frames"][0] if left is None else left)
 
 
-def log_branch(model: torch.nn.Module, decoding_method: str) -> None:
-    """Say that a hybrid CTC/attention model streams through its CTC branch only."""
-    attention = getattr(model, "decoder", None) is not None and not getattr(model, "use_transducer_decoder", False)
-    if attention and decoding_method in CTC_METHODS:
+def choose_method(model: torch.nn.Module, decoding_method: Optional[str] = None, beam_size: int = 4) -> str:
+    """The search to use: ``decoding_method``, or greedy search over the transducer if the model has one, else over
+    its CTC branch. Checks that the model can run it (ValueError otherwise) and logs that a hybrid CTC/attention
+    model streams through its CTC branch only."""
+    transducer = getattr(model, "use_transducer_decoder", False)
+    method = decoding_method or ("rnnt_greedy" if transducer else CTC_METHODS[0])
+    build_search(model, method, 1, beam_size)
+    if getattr(model, "decoder", None) is not None and not transducer and method in CTC_METHODS:
         logging.info(
             "streaming: hybrid CTC/attention model: decoding with its CTC branch only (the attention decoder needs "
             "the whole utterance)"
         )
-
-
-def default_method(model: torch.nn.Module) -> str:
-    """Greedy search over what the model has: the transducer if any, else the CTC branch."""
-    return "rnnt_greedy" if getattr(model, "use_transducer_decoder", False) else CTC_METHODS[0]
+    return method
 
 
 @torch.no_grad()
@@ -193,6 +193,17 @@ class TokenText:
         if token_type is not None and (token_type != "bpe" or bpemodel is not None):
             self.tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel)
 
+    @classmethod
+    def for_model(
+        cls, model: torch.nn.Module, train_args=None, token_type: Optional[str] = None, bpemodel: Optional[str] = None
+    ) -> "TokenText":
+        """The model's token list; ``token_type`` / ``bpemodel`` default to the training args' (as Speech2Text)."""
+        return cls(
+            model.token_list,
+            token_type or getattr(train_args, "token_type", None),
+            bpemodel or getattr(train_args, "bpemodel", None),
+        )
+
     def __call__(self, token_ids: Sequence[int]) -> Tuple[List[str], Optional[str]]:
         tokens = self.converter.ids2tokens([token for token in token_ids if token != 0])
         return tokens, self.tokenizer.tokens2text(tokens) if self.tokenizer is not None else None
@@ -240,10 +251,9 @@ class Recognizer:
     ):
         self.model = model.eval()
         self.chunk_size, self.left_context_frames = configure_streaming(model, chunk_size, left_context_frames)
-        self.decoding_method = decoding_method or default_method(model)
+        self.decoding_method = choose_method(model, decoding_method, beam_size)
         self.beam_size = beam_size
         self.token_text = TokenText(model.token_list, token_type, bpemodel)
-        log_branch(model, self.decoding_method)
         self.reset()
 
     @classmethod
