@@ -85,3 +85,79 @@ def asr_train_arguments(train: Path, valid: Path, config: str = "train.yaml", to
         "--valid_data_path_and_name_and_type", f"{valid}/wav.scp,speech,sound",
         "--valid_data_path_and_name_and_type", f"{valid}/text,text,text",
     ]
+
+
+TINY_TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "<sos/eos>"]  # the letters of write_random_corpus
+
+_TINY_SYSTEMS = {
+    "squeezeformer": {
+        "encoder": "squeezeformer",
+        "encoder_conf": {"output_size": 16, "attention_heads": 2, "num_blocks": 4, "cnn_module_kernel": 5,
+                         "dropout_rate": 0.0},
+        "model_conf": {"ctc_weight": 1.0},
+    },
+    "hybridformer": {
+        "encoder": "hybridformer",
+        "encoder_conf": {"output_size": 16, "attention_heads": 2, "num_blocks": 4, "cnn_module_kernel": 7,
+                         "nsr_mode": "train", "dropout_rate": 0.0},
+        "decoder": "transformer",
+        "decoder_conf": {"attention_heads": 2, "linear_units": 16, "num_blocks": 1},
+        "model_conf": {"ctc_weight": 0.3},
+    },
+    "zipformer": {
+        "encoder": "zipformer",
+        "encoder_conf": {"downsampling_factor": [1, 2, 1], "num_encoder_layers": 1, "encoder_dim": [16, 24, 16],
+                         "encoder_unmasked_dim": 12, "feedforward_dim": 32, "num_heads": 2, "query_head_dim": 4,
+                         "value_head_dim": 4, "pos_head_dim": 2, "pos_dim": 8, "cnn_module_kernel": 3,
+                         "schedule_batch_scale": 500.0},  # 8 steps sweep the schedules' first 4000 batches
+        "decoder": "transformer",
+        "decoder_conf": {"attention_heads": 2, "linear_units": 16, "num_blocks": 1},
+        "model_conf": {"ctc_weight": 0.3},
+    },
+}
+_TINY_SYSTEMS["zipformer_transducer"] = {
+    "encoder": "zipformer",
+    "encoder_conf": _TINY_SYSTEMS["zipformer"]["encoder_conf"],
+    "decoder": "stateless_transducer",
+    "decoder_conf": {"decoder_dim": 16, "context_size": 2},
+    "model": "espnet_rnnt",
+    "model_conf": {"ctc_weight": 0.3, "transducer_loss": "pruned", "prune_range": 3, "simple_loss_warmup_steps": 6,
+                   "joint_net_conf": {"joint_space_size": 16}},
+}
+TINY_SYSTEMS = tuple(_TINY_SYSTEMS)
+
+
+def tiny_training_config(system: str) -> dict:
+    """An ``asr_train`` YAML (as a dict) for a tiny model of ``system`` (one of :data:`TINY_SYSTEMS`), trained with
+    ScaledAdam + Eden on :func:`write_random_corpus` data with :data:`TINY_TOKENS` (batches of 2, no workers)."""
+    import copy
+
+    return {
+        "frontend_conf": {"n_fft": 512, "hop_length": 160, "n_mels": 20},
+        **copy.deepcopy(_TINY_SYSTEMS[system]),
+        "optim": "scaled_adam", "optim_conf": {"lr": 0.02},
+        "scheduler": "eden", "scheduler_conf": {"lr_batches": 10, "lr_epochs": 1, "warmup_batches": 3},
+        "grad_clip": float("inf"),
+        "batch_type": "unsorted", "batch_size": 2, "num_workers": 0, "seed": 0,
+        "best_model_criterion": [["valid", "loss", "min"]], "keep_nbest_models": 1,
+        "use_tensorboard": False, "use_matplotlib": False, "num_att_plot": 0,
+    }
+
+
+def assert_every_parameter_gets_a_gradient(model, training_step, seeds) -> None:
+    """Run ``training_step()`` (returns a scalar loss) once per seed on ``model`` in training mode, backpropagate, and
+    fail naming every ``requires_grad`` parameter left without a gradient: DistributedDataParallel with ESPnet's
+    default ``unused_parameters: false`` fails on the next step when any parameter has none (a zero gradient is fine).
+    Python's and torch's generators are seeded with each seed, so random skips draw differently every time."""
+    import random
+
+    import torch
+
+    model.train()
+    for seed in seeds:
+        random.seed(seed)
+        torch.manual_seed(seed)
+        model.zero_grad(set_to_none=True)
+        training_step().backward()
+        missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert not missing, f"seed {seed}: no gradient for {missing}"

@@ -86,6 +86,15 @@ class RelPositionAttentionWeights(nn.Module):
         pos_head_dim: positional-query size per head.
         pos_emb_skip_rate: probability of dropping the positional term for a whole batch (training).
 
+    The skip draws once per training forward, as icefall does, so the outputs follow icefall's distribution exactly
+    (same probability, same whole-batch correlation, same expectation). A skipped term is not left out of the graph
+    but multiplied by 0: the output is the same, and the gradients of ``linear_pos`` and of the positional rows of
+    ``in_proj`` are exactly zero instead of missing. DistributedDataParallel with ESPnet's default
+    ``unused_parameters: false`` needs a gradient for every parameter on every step; icefall's ScaledAdam treats a
+    missing gradient as zero, so the update is icefall's too. A per-sequence skip would change the correlation across
+    the batch and still leave ``linear_pos`` without a gradient when every sequence skips. The cost is computing the
+    positional product on the skipped steps (half of them at most, during the first 4000 batches).
+
     Parameters: ``in_proj`` ((2 dq + dp) H, C) packing [q | k | p], head-major in each block; ``linear_pos``
     (dp H, pos_dim), no bias.
     """
@@ -173,11 +182,14 @@ class RelPositionAttentionWeights(nn.Module):
         keys = k.size(1)
         scores = torch.matmul(q, k.reshape(batch, keys, heads, dq).permute(0, 2, 3, 1))  # (B, H, T, K)
 
-        if not self.training or random.random() >= float(self.pos_emb_skip_rate):
+        skip_positions = self.training and random.random() < float(self.pos_emb_skip_rate)
+        if scores.requires_grad or not skip_positions:
             positions = self.linear_pos(pos_emb).reshape(keys + frames - 1, heads, -1).permute(1, 2, 0)  # (H, dp, K+T-1)
             # the block loop below needs T as a Python int and square scores
             if scores.requires_grad or keys != frames:
-                scores = scores + relative_to_absolute(torch.matmul(p, positions))
+                pos_scores = relative_to_absolute(torch.matmul(p, positions))
+                # a skipped term stays in the graph with weight 0: linear_pos gets a (zero) gradient (class docstring)
+                scores = scores + (pos_scores * 0.0 if skip_positions else pos_scores)
             else:
                 add_relative_scores_(scores, p, positions)
 
