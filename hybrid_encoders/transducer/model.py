@@ -36,6 +36,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from espnet.nets.e2e_asr_common import ErrorCalculator
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.asr.transducer.error_calculator import ErrorCalculatorTransducer
 from espnet2.asr_transducer.joint_network import JointNetwork
@@ -165,7 +166,13 @@ class TransducerASRModel(ConsistencyRegularizedCTCMixin, ESPnetASRModel):
         self.decoder = decoder  # the parent drops it when ctc_weight == 1.0, meaningless for a transducer
         self.joint_network = joint_network
         self.use_transducer_decoder = True
-        self.error_calculator = None
+        # The CTC head's validation CER (cer_ctc, cer_interctc_layer*). ESPnet's transducer branch builds this
+        # calculator only when no CER/WER is reported, so with reporting on the log said cer_ctc=nan every epoch.
+        self.error_calculator = (
+            ErrorCalculator(token_list, sym_space, sym_blank, report_cer, report_wer)
+            if self.ctc is not None and (report_cer or report_wer)
+            else None
+        )
         self.error_calculator_trans = (
             ErrorCalculatorTransducer(
                 decoder, joint_network, token_list, sym_space, sym_blank, report_cer=report_cer, report_wer=report_wer
@@ -213,6 +220,9 @@ class TransducerASRModel(ConsistencyRegularizedCTCMixin, ESPnetASRModel):
         loss, stats, weight = super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
         if self._loss_parts:
             stats.update(force_gatherable(self._loss_parts, loss.device))
+        if self.error_calculator is None:  # CER reporting is off: no always-nan CTC CER columns
+            for key in [key for key in stats if key.startswith(("cer_ctc", "cer_interctc"))]:
+                del stats[key]
         return loss, stats, weight
 
     def _calc_transducer_loss(

@@ -67,6 +67,36 @@ def test_full_loss_is_torchaudio_rnnt_plus_weighted_ctc(decoder):
     assert 0.0 <= float(stats["cer_transducer"]) and stats["wer_transducer"] is not None
 
 
+def _edit_distance(a, b):
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
+    return row[-1]
+
+
+def test_validation_reports_the_ctc_heads_cer_or_nothing():
+    model = build(ctc_weight=0.3).eval()
+    speech, speech_lengths, text, text_lengths = batch()
+    with torch.no_grad():
+        _, stats, _ = model(speech, speech_lengths, text.clone(), text_lengths)
+        encoder_out, encoder_out_lens = model.encode(speech, speech_lengths)
+        best = model.ctc.argmax(encoder_out)
+    errors = reference_chars = 0
+    for path, reference, reference_length in zip(best.tolist(), text.tolist(), text_lengths.tolist()):
+        # greedy CTC (merge repeats, drop blanks) over the whole padded path, compared as strings of token
+        # spellings, the way ESPnet's ErrorCalculator scores it
+        hypothesis = "".join(TOKENS[t] for i, t in enumerate(path) if t != 0 and (i == 0 or t != path[i - 1]))
+        truth = "".join(TOKENS[t] for t in reference[:reference_length])
+        errors += _edit_distance(hypothesis, truth)
+        reference_chars += len(truth)
+    assert float(stats["cer_ctc"]) == pytest.approx(errors / reference_chars)
+    with torch.no_grad():
+        _, stats, _ = build(ctc_weight=0.3, report_cer=False, report_wer=False).eval()(*batch())
+    assert "cer_ctc" not in stats  # never computed, so not reported as nan
+
+
 def test_pruned_loss_with_whole_lattice_range_and_no_simple_weight_equals_full_loss():
     model = build(
         ctc_weight=0.0, transducer_loss="pruned", prune_range=10, simple_loss_scale=0.0, simple_loss_warmup_steps=0
