@@ -159,6 +159,17 @@ def seed_table(rows: Mapping[str, Sequence[str]], decode_tag: str, test_sets: Se
     return "\n".join(lines) + "\n"
 
 
+def _pairs(parser: argparse.ArgumentParser, option: str, items: Sequence[str]) -> Dict[str, str]:
+    """``{name: value}`` of repeated ``option NAME=VALUE`` arguments; a parser error names a malformed one."""
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"{option} must be NAME=VALUE, got {item!r}")
+        pairs[name] = value
+    return pairs
+
+
 def _seeds_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m hybrid_encoders.recipes.report seeds",
                                      description="WER mean and range over seeds, one row per configuration.")
@@ -167,12 +178,7 @@ def _seeds_main(argv: Sequence[str]) -> int:
     parser.add_argument("--decode_tag", required=True, help="decoding directory name inside each exp dir")
     parser.add_argument("--test_sets", nargs="+", default=["test", "test_other"])
     args = parser.parse_args(argv)
-    rows = {}
-    for item in args.row:
-        label, sep, pattern = item.partition("=")
-        if not sep:
-            parser.error(f"--row must be LABEL=GLOB, got {item!r}")
-        rows[label] = sorted(glob.glob(pattern))
+    rows = {label: sorted(glob.glob(pattern)) for label, pattern in _pairs(parser, "--row", args.row).items()}
     try:
         print(seed_table(rows, args.decode_tag, args.test_sets), end="")
     except (FileNotFoundError, ValueError) as error:
@@ -192,12 +198,7 @@ def main(argv: Sequence[str] = None) -> int:
     parser.add_argument("--output", required=True)
     parser.add_argument("--description", action="append", default=[], help="a bullet line; repeatable")
     args = parser.parse_args(argv)
-    decode_dirs = {}
-    for item in args.decode_dir:
-        name, sep, directory = item.partition("=")
-        if not sep:
-            parser.error(f"--decode_dir must be NAME=DIR, got {item!r}")
-        decode_dirs[name] = directory
+    decode_dirs = _pairs(parser, "--decode_dir", args.decode_dir)
     try:
         print(write_results(args.exp_dir, decode_dirs, args.output, args.description))
     except (FileNotFoundError, ValueError) as error:
