@@ -63,6 +63,10 @@ class Whiten(nn.Module):
     It acts with probability ``prob``, which drops to ``min_prob`` after a backward that found the metric under the
     limit and returns to ``max_prob`` otherwise.
 
+    That probability is state outside the state dict. So that a run resumed from a checkpoint whitens exactly like an
+    uninterrupted one, every switch to training mode (``train()``, which ESPnet's trainer calls at the start of every
+    epoch) restarts it at ``max_prob``, as a freshly started process does; under DDP every rank restarts alike.
+
     Args:
         num_groups: channel groups whitened separately (with equal traces).
         whitening_limit: metric value (>= 1) tolerated before acting.
@@ -85,6 +89,11 @@ class Whiten(nn.Module):
         self.grad_scale = grad_scale
         self.min_prob, self.max_prob = (prob, prob) if isinstance(prob, float) else prob
         self.prob = self.max_prob
+
+    def train(self, mode: bool = True) -> "Whiten":
+        if mode:
+            self.prob = self.max_prob
+        return super().train(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., C). Returns x (gradient edited when active)."""

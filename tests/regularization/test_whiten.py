@@ -44,3 +44,51 @@ def test_whiten_under_limit_leaves_gradient_and_lowers_probability():
     torch.testing.assert_close(x.grad, upstream)
     assert whiten.prob == 0.5
     assert whiten.eval()(x) is x
+
+
+def test_switching_to_training_restarts_the_probability():
+    whiten = Whiten(1, whitening_limit=1e6, prob=(0.5, 1.0), grad_scale=0.1).train()
+    whiten(torch.randn(30, 5, requires_grad=True)).sum().backward()
+    assert whiten.prob == 0.5
+    whiten.eval()
+    assert whiten.prob == 0.5
+    whiten.train()
+    assert whiten.prob == 1.0
+
+
+def test_an_epoch_resumed_from_a_checkpoint_whitens_like_an_uninterrupted_one():
+    """ESPnet's loop (train(), seeded epoch, steps, eval(), checkpoint) with a limit that holds in epoch 1 and is
+    exceeded in epoch 2: the uninterrupted run must check as often as a freshly started (resumed) process does."""
+    import random
+
+    from hybrid_encoders.regularization.scheduled_float import ScheduledFloat
+
+    def build():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 5))
+        model.append(Whiten(1, whitening_limit=ScheduledFloat((2.0, 1e6), (3.0, 1.0)), prob=(0.0, 1.0), grad_scale=0.5))
+        return model, torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def epoch(model, optimizer, index):
+        model.train()
+        random.seed(index)
+        torch.manual_seed(index)
+        for step in range(3):
+            model[1].whitening_limit.batch_count = 3 * (index - 1) + step
+            (model(torch.randn(30, 5)) * torch.randn(30, 5)).sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        model.eval()
+
+    straight, straight_optimizer = build()
+    epoch(straight, straight_optimizer, 1)
+    checkpoint = (straight.state_dict(), straight_optimizer.state_dict())
+    checkpoint = ({k: v.clone() for k, v in checkpoint[0].items()}, checkpoint[1])
+    epoch(straight, straight_optimizer, 2)
+
+    resumed, resumed_optimizer = build()
+    resumed.load_state_dict(checkpoint[0])
+    resumed_optimizer.load_state_dict(checkpoint[1])
+    epoch(resumed, resumed_optimizer, 2)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
