@@ -14,6 +14,8 @@ Environment switches:
 * ``HYBRID_ENCODERS_DISABLE=1``: no hook and no registration, not even on ``import hybrid_encoders``.
 * ``HYBRID_ENCODERS_STRICT=1``: a plugin that cannot be registered raises instead of warning.
 * ``HYBRID_ENCODERS_DEBUG=1``: print every registration to stderr.
+* ``HYBRID_ENCODERS_PREFER=dist1,dist2``: which distribution gets a name that several declare
+  (:mod:`hybrid_encoders.registration`).
 """
 
 import os
@@ -40,7 +42,7 @@ def _after_import(module):
         from hybrid_encoders import registration
 
         registration.apply(module)
-    except Exception as error:  # whatever goes wrong here must not take ESPnet's own import down
+    except (Exception, SystemExit) as error:  # whatever goes wrong here must not take ESPnet's own import down
         if _switch_is_on(STRICT_VARIABLE):
             raise
         sys.stderr.write(f"[hybrid-encoders] plugin registration into {module.__name__} failed: {error!r}\n")

@@ -1,7 +1,13 @@
-"""Entry-point registration into unmodified ESPnet, with a test-only third-party distribution.
+"""Entry-point registration into unmodified ESPnet, with test-only third-party distributions.
 
-One fresh interpreter imports ESPnet's asr task with the test distribution on its path and reports, as JSON, what
-ended up in ESPnet's registries, which warnings were given, what a spawn child sees, and what strict mode does.
+One fresh interpreter imports ESPnet's asr task with two test distributions on its path (ahead of site-packages, so
+ahead of this package) and reports, as JSON, what ended up in ESPnet's registries, which warnings were given, what
+``hybrid-encoders list`` and ``doctor`` say, what a spawn child sees, and what a clash preference, a warnings filter
+that raises, and strict mode do.
+
+* ``fake-espnet-plugin`` (sorts before ``hybrid-encoders``): good and broken entry points, one that calls
+  ``sys.exit()`` on import, and ``hybridformer``, a name this package declares too;
+* ``other-zipformer`` (sorts after it): ``zipformer``, also declared by this package.
 """
 
 import json
@@ -55,6 +61,8 @@ MixedCase = fake_espnet_plugin:IdentityEncoder
 conformer = fake_espnet_plugin:IdentityEncoder
 broken = fake_espnet_plugin_missing:Nothing
 not_an_encoder = fake_espnet_plugin:NotAnEncoder
+exits = fake_exiting_module:Anything
+hybridformer = fake_espnet_plugin:IdentityEncoder
 
 [espnet2.asr.encdoer]
 typo = fake_espnet_plugin:IdentityEncoder
@@ -69,14 +77,31 @@ fake_sgd = fake_espnet_plugin:FakeSGD
 never_stepped = fake_espnet_plugin:NeverStepped
 '''
 
+OTHER_ENTRY_POINTS = '''
+[espnet2.asr.encoder]
+zipformer = other_zipformer:Zipformer
+'''
+
+OTHER_MODULE = '''
+from fake_espnet_plugin import IdentityEncoder
+
+
+class Zipformer(IdentityEncoder):
+    pass
+'''
+
 PROBE = textwrap.dedent(
     '''
-    import importlib, json, multiprocessing, os, sys, warnings
+    import argparse, contextlib, importlib, io, json, multiprocessing, os, sys, warnings
 
 
     def child(queue):
         import espnet2.tasks.asr as asr
         queue.put("fake_identity" in asr.encoder_choices.classes)
+
+
+    def resolved(asr):
+        return {name: asr.encoder_choices.classes[name].__module__ for name in ("zipformer", "hybridformer", "squeezeformer")}
 
 
     if __name__ == "__main__":
@@ -88,7 +113,29 @@ PROBE = textwrap.dedent(
             from espnet2.tasks.abs_task import optim_classes, scheduler_classes
         report["warnings"] = [str(w.message) for w in caught if w.category.__name__ == "RegistrationWarning"]
         report["asr_encoders"] = sorted(asr.encoder_choices.classes)
+        report["resolved"] = resolved(asr)
         report["conformer"] = asr.encoder_choices.classes["conformer"].__name__
+
+        from hybrid_encoders.commands import doctor, list_plugins
+        with contextlib.redirect_stdout(io.StringIO()) as listing:
+            list_plugins.run(argparse.Namespace(all=False))
+        report["list"] = listing.getvalue()
+        report["doctor"] = vars(doctor._check_registration())
+
+        # The clash preference is read at registration: re-register with it.
+        os.environ["HYBRID_ENCODERS_PREFER"] = "other-zipformer, hybrid_encoders"
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            report["preferred"] = resolved(importlib.reload(asr))
+        report["doctor_preferred"] = vars(doctor._check_registration())
+        del os.environ["HYBRID_ENCODERS_PREFER"]
+
+        # A warnings filter that raises (PYTHONWARNINGS=error) stops no registration; the warnings go to stderr.
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()) as stderr:
+            warnings.simplefilter("error")
+            reloaded = importlib.reload(asr)
+        report["error_filter_encoders"] = sorted(reloaded.encoder_choices.classes)
+        report["error_filter_stderr"] = stderr.getvalue()
         report["st_has_fake"] = "fake_identity" in st.encoder_choices.classes
         report["fake_sgd"] = "fake_sgd" in optim_classes
         report["never_stepped"] = "never_stepped" in scheduler_classes
@@ -121,10 +168,13 @@ PROBE = textwrap.dedent(
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("fake_dist")
     (root / "fake_espnet_plugin.py").write_text(FAKE_MODULE)
-    dist_info = root / "fake_espnet_plugin-0.1.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-espnet-plugin\nVersion: 0.1\n")
-    (dist_info / "entry_points.txt").write_text(ENTRY_POINTS)
+    (root / "fake_exiting_module.py").write_text("import sys\nsys.exit(3)\n")
+    (root / "other_zipformer.py").write_text(OTHER_MODULE)
+    for name, entry_points in (("fake-espnet-plugin", ENTRY_POINTS), ("other-zipformer", OTHER_ENTRY_POINTS)):
+        dist_info = root / f"{name.replace('-', '_')}-0.1.dist-info"
+        dist_info.mkdir()
+        (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+        (dist_info / "entry_points.txt").write_text(entry_points)
     script = root / "probe.py"
     script.write_text(PROBE)
     result = run_python(f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')", env={"PYTHONPATH": str(root)}, cwd=root)
@@ -146,7 +196,63 @@ def test_third_party_entry_points_are_registered(report):
 
 def test_builtin_names_are_never_overridden(report):
     assert report["conformer"] == "ConformerEncoder"
-    assert "already taken by built-in" in _warning_about(report, "conformer")
+    assert "is ESPnet's built-in espnet2.asr.encoder.conformer_encoder.ConformerEncoder" in _warning_about(report, "conformer")
+
+
+def test_name_clashes_follow_the_distribution_name_not_sys_path(report):
+    # Both test distributions are ahead of this package on sys.path. By name, fake-espnet-plugin < hybrid-encoders <
+    # other-zipformer: hybridformer goes to the fake plugin, zipformer stays ours.
+    assert report["resolved"] == {"zipformer": "hybrid_encoders.encoders.zipformer",
+                                  "hybridformer": "fake_espnet_plugin",
+                                  "squeezeformer": "hybrid_encoders.encoders.squeezeformer"}
+    clashes = {w.split("'")[1]: w for w in report["warnings"] if w.startswith("name clash in espnet2.tasks.asr encoder")}
+    assert set(clashes) == {"zipformer", "hybridformer"}
+    assert ("'zipformer' is declared by hybrid-encoders (hybrid_encoders.encoders.zipformer:ZipformerEncoder) and by "
+            "other-zipformer (other_zipformer:Zipformer). ESPnet uses hybrid-encoders's") in clashes["zipformer"]
+    assert "HYBRID_ENCODERS_PREFER=hybrid-encoders" in clashes["hybridformer"]
+
+
+def test_a_preference_decides_a_clash(report):
+    assert report["preferred"] == {"zipformer": "other_zipformer", "hybridformer": "hybrid_encoders.encoders.hybridformer",
+                                   "squeezeformer": "hybrid_encoders.encoders.squeezeformer"}
+
+
+def test_list_shows_what_each_name_resolves_to(report):
+    rows = {}
+    for line in report["list"].splitlines()[2:]:
+        cells = line.split()
+        if len(cells) >= 5 and cells[1:3] == ["espnet2.tasks.asr", "encoder"]:
+            rows[(cells[0], cells[4])] = cells[3]
+    assert rows[("zipformer", "hybrid-encoders")] == "hybrid_encoders.encoders.zipformer.ZipformerEncoder"
+    assert rows[("hybridformer", "fake-espnet-plugin")] == "fake_espnet_plugin.IdentityEncoder"
+    assert ("hybridformer", "hybrid-encoders") not in rows
+    assert ("note: 'hybridformer' in espnet2.tasks.asr encoder: hybrid-encoders's "
+            "hybrid_encoders.encoders.hybridformer:HybridformerEncoder is shadowed; the name resolves to "
+            "fake_espnet_plugin.IdentityEncoder of fake-espnet-plugin") in report["list"]
+
+
+def test_doctor_names_exactly_what_espnet_does_not_get_from_this_package(report):
+    check = report["doctor"]
+    assert check["status"] == "problem"
+    declared = int(check["detail"].split(" of ")[1].split()[0])
+    assert check["detail"].startswith(f"{declared - 1} of {declared} entry points of hybrid-encoders registered")
+    assert check["impact"].startswith(f"ESPnet sees {declared - 1} of this package's {declared} entry points; not: "
+                                      "hybridformer (espnet2.tasks.asr encoder: 'hybridformer' resolves to "
+                                      "fake_espnet_plugin:IdentityEncoder of fake-espnet-plugin (clash rule))")
+    assert "set HYBRID_ENCODERS_PREFER=hybrid-encoders" in check["fix"]
+    # A clash lost to a distribution the user prefers is a choice, not a problem.
+    assert report["doctor_preferred"]["status"] == "note"
+    assert "by HYBRID_ENCODERS_PREFER: zipformer" in report["doctor_preferred"]["detail"]
+
+
+def test_a_plugin_calling_sys_exit_on_import_is_skipped(report):
+    assert "failed to load (SystemExit(3))" in _warning_about(report, "exits")
+    assert "exits" not in report["asr_encoders"]
+
+
+def test_a_raising_warnings_filter_stops_no_registration(report):
+    assert {"fake_identity", "squeezeformer", "zipformer"} <= set(report["error_filter_encoders"])
+    assert "[hybrid-encoders] RegistrationWarning: entry point 'broken = " in report["error_filter_stderr"]
 
 
 def test_bad_entry_points_warn_naming_the_entry_point(report):
@@ -167,3 +273,4 @@ def test_registration_survives_reload_and_reaches_spawn_children(report):
 
 def test_strict_mode_turns_warnings_into_errors(report):
     assert report.get("strict", "").startswith("entry point '") and "(distribution " in report["strict"]
+    assert "name clash in espnet2.tasks.asr encoder: 'zipformer'" in report["strict"]

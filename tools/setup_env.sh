@@ -15,7 +15,8 @@ echo "==> setting up $venv (torch, torchaudio, ESPnet and friends: about 3 minut
 "$python" -c 'import sys; assert sys.version_info >= (3, 9), "Python >= 3.9 needed"' \
     || { echo "error: $python is older than 3.9; set PYTHON=/path/to/python3.11" >&2; exit 1; }
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-# pip 25+ refuses espnet 202511's dependency ci_sdr (it declares a git URL dependency in an extra)
+# pip 25+ refuses espnet 202511's dependency ci_sdr (it declares a git URL dependency in an extra); README.md,
+# "Install", gives the alternative that keeps a newer pip
 "$venv/bin/python" -m pip install --quiet "pip==24.3.1" wheel
 "$venv/bin/python" -m pip install --quiet -r requirements/tested.txt
 "$venv/bin/python" -m pip install --quiet --no-deps -e .
