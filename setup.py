@@ -41,6 +41,13 @@ ENTRY_POINTS = {
         "noam_hold_annealing = hybrid_encoders.schedulers.noam_hold_annealing:NoamHoldAnnealing",
     ],
 }
+# The other ESPnet tasks whose `encoder` consumes (B, T, D) acoustic features the way asr's does get the encoders,
+# the front end and the SpecAugment (README.md, "Which ESPnet tasks"; enh_s2t gets them through ESPnet's copies of
+# asr's, st's and diar's choices). The asr-only components (models, transducer decoder) stay asr's.
+FEATURE_ENCODER_TASKS = ("st", "slu", "s2t", "diar", "cls", "asvspoof")
+for _task in FEATURE_ENCODER_TASKS:
+    for _choice in ("encoder", "frontend", "specaug"):
+        ENTRY_POINTS[f"espnet2.{_task}.{_choice}"] = ENTRY_POINTS[f"espnet2.asr.{_choice}"]
 
 
 class BuildPyWithStartupFiles(build_py):
