@@ -161,3 +161,54 @@ def assert_every_parameter_gets_a_gradient(model, training_step, seeds) -> None:
         training_step().backward()
         missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
         assert not missing, f"seed {seed}: no gradient for {missing}"
+
+
+def icefall_zipformer_m_keys() -> dict:
+    """{key: shape} of icefall's (non-causal) Zipformer-M encoder state dict, from the research note's 731-key list;
+    skips the test where the list is absent."""
+    import re
+
+    key_list = RESEARCH_DIR / "zipformer_m_state_dict.txt"
+    if not key_list.is_file():
+        pytest.skip(f"{key_list} is absent (it lives in ../shared/research beside the checkout)")
+    keys = {}
+    for line in key_list.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, shape, _ = line.split("\t")
+            keys[key] = tuple(int(d) for d in re.findall(r"\d+", shape))
+    return keys
+
+
+# A tiny causal Zipformer: two stacks (50 and 25 Hz), chunks of 8 or 16 embed frames; decodes at chunk 8, left 16.
+CAUSAL_TWO_STACKS = {
+    "num_encoder_layers": [1, 2],
+    "downsampling_factor": [1, 2],
+    "encoder_dim": [16, 24],
+    "encoder_unmasked_dim": [16, 16],
+    "feedforward_dim": [32, 48],
+    "num_heads": [2, 2],
+    "query_head_dim": 8,
+    "value_head_dim": 4,
+    "pos_head_dim": 2,
+    "pos_dim": 8,
+    "cnn_module_kernel": [7, 5],
+    "causal": True,
+    "chunk_size": [8, 16, -1],
+    "left_context_frames": [16, 32, -1],
+}
+
+
+def causal_two_stacks(**overrides):
+    """A :data:`CAUSAL_TWO_STACKS` ZipformerEncoder (80-dim input) in eval mode, seeded, with its zero-initialised
+    chunk edge scales and downsampling weights randomised so that they matter."""
+    import torch
+
+    from hybrid_encoders.encoders.zipformer import ZipformerEncoder
+
+    torch.manual_seed(0)
+    encoder = ZipformerEncoder(80, **{**CAUSAL_TWO_STACKS, **overrides})
+    with torch.no_grad():
+        for name, parameter in encoder.named_parameters():
+            if "chunkwise_conv_scale" in name or "downsample" in name:
+                parameter.normal_(0.0, 0.3)
+    return encoder.eval()

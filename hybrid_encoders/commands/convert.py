@@ -26,6 +26,12 @@ EXTRA_OPTIONS = {
     "icefall-zipformer": [
         ("--preset", {"choices": ("s", "m", "l"), "help": "check the weights against this preset and name it in "
                       "the config (default: configuration inferred from the weights)"}),
+        ("--causal", {"action": "store_true", "help": "the checkpoint is a streaming model (icefall --causal 1); "
+                      "required for one, refused for others"}),
+        ("--chunk-size", {"metavar": "LIST", "help": "with --causal: the model's icefall --chunk-size, e.g. "
+                          "16,32,64,-1 (the default); its first entry becomes the decoding chunk"}),
+        ("--left-context-frames", {"metavar": "LIST", "help": "with --causal: the model's icefall "
+                                   "--left-context-frames, e.g. 64,128,256,-1 (the default)"}),
     ],
 }
 

@@ -12,6 +12,11 @@ bypass_scale``), which our encoder leaves out (it would be an unused parameter u
 The encoder configuration is inferred from the tensor shapes (stacks, layers, dimensions, heads, kernels); the
 per-head split and ``encoder_unmasked_dim`` (which only matters for training) come from ``preset`` or icefall's
 defaults, or from icefall's own ``train.py`` arguments when given (:func:`encoder_conf_from_icefall_args`).
+
+Streaming models (icefall ``--causal 1``) have other convolution weights (``depthwise_conv.causal_conv.*``,
+``depthwise_conv.chunkwise_conv.*``, ``depthwise_conv.chunkwise_conv_scale``), which our ``causal: true`` encoder
+names alike; their ``chunk_size`` / ``left_context_frames`` training lists are not in the weights and default to
+icefall's (16,32,64,-1 and 64,128,256,-1).
 """
 
 import pickle
@@ -40,14 +45,18 @@ ICEFALL_ARGS = {
     "pos_head_dim": "pos_head_dim",
     "pos_dim": "pos_dim",
     "cnn_module_kernel": "cnn_module_kernel",
+    "causal": "causal",
+    "chunk_size": "chunk_size",
+    "left_context_frames": "left_context_frames",
 }
+_CAUSAL_KEY = ".depthwise_conv.chunkwise_conv.weight"
 
 
 def extract_encoder_state(checkpoint: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
     """The ``encoder_embed.*`` / ``encoder.*`` tensors of a raw state dict or an icefall checkpoint.
 
     Raises:
-        ValueError: no encoder tensors, or a streaming (causal) model, which our encoder does not implement.
+        ValueError: no encoder tensors.
     """
     state = checkpoint.get("model", checkpoint)
     if not isinstance(state, Mapping):
@@ -60,9 +69,12 @@ def extract_encoder_state(checkpoint: Mapping[str, Any]) -> Dict[str, torch.Tens
     }
     if not any(key.startswith("encoder.encoders.") for key in encoder_state):
         raise ValueError("icefall checkpoint: no 'encoder.encoders.*' tensors found (is this a Zipformer model?)")
-    if any(".depthwise_conv.chunkwise_conv" in key for key in encoder_state):
-        raise ValueError("icefall checkpoint: a causal (streaming) Zipformer; only causal=False models are supported")
     return encoder_state
+
+
+def is_causal(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether an icefall encoder state dict is a streaming (``--causal 1``) model's: chunk-causal convolutions."""
+    return any(key.endswith(_CAUSAL_KEY) for key in state)
 
 
 def convert_state_dict(icefall_state: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
@@ -138,9 +150,11 @@ def infer_encoder_conf(state: Mapping[str, torch.Tensor], preset: Optional[str] 
         conf["query_head_dim"].append((attention_rows // heads - pos_head_dim) // 2)
         conf["value_head_dim"].append(value_rows // heads)
         conf["pos_head_dim"].append(pos_head_dim)
-        conf["cnn_module_kernel"].append(state[prefix + "conv_module1.depthwise_conv.weight"].shape[-1])
+        kernel_key = "conv_module1.depthwise_conv." + ("chunkwise_conv.weight" if is_causal(state) else "weight")
+        conf["cnn_module_kernel"].append(state[prefix + kernel_key].shape[-1])
     result: Dict[str, Any] = dict(conf)
     result["pos_dim"] = state[_layer_prefix(0, 1) + "self_attn_weights.linear_pos.weight"].shape[1]
+    result["causal"] = is_causal(state)
     for key in ("query_head_dim", "value_head_dim", "pos_head_dim"):  # one int when uniform, as in icefall
         if len(set(result[key])) == 1:
             result[key] = result[key][0]
@@ -148,7 +162,8 @@ def infer_encoder_conf(state: Mapping[str, torch.Tensor], preset: Optional[str] 
 
 
 def encoder_conf_from_icefall_args(args: Mapping[str, Any]) -> Dict[str, Any]:
-    """icefall ``train.py`` model arguments (``"2,2,3"`` strings or ints) -> our encoder_conf keys.
+    """icefall ``train.py`` model arguments (``"2,2,3"`` strings or ints; ``causal`` a bool, 0/1 or its string)
+    -> our encoder_conf keys.
 
     Unknown or non-model arguments are ignored.
     """
@@ -157,11 +172,22 @@ def encoder_conf_from_icefall_args(args: Mapping[str, Any]) -> Dict[str, Any]:
         if icefall_key not in args:
             continue
         value = args[icefall_key]
-        values = [int(v) for v in value.split(",")] if isinstance(value, str) else value
+        if our_key == "causal":
+            conf["causal"] = str(value).strip().lower() in ("1", "true", "yes")
+            continue
+        values = int_list(value, icefall_key) if isinstance(value, str) else value
         if isinstance(values, list) and len(values) == 1:
             values = values[0]
         conf[our_key] = values
     return conf
+
+
+def int_list(value: str, option: str) -> List[int]:
+    """``"16,32,64,-1"`` (icefall's comma-separated form) -> [16, 32, 64, -1]; ValueError naming ``option``."""
+    try:
+        return [int(item) for item in value.split(",")]
+    except ValueError:
+        raise ValueError(f"icefall-zipformer: {option} must be comma-separated integers, got {value!r}") from None
 
 
 def load_icefall_encoder(
@@ -169,6 +195,7 @@ def load_icefall_encoder(
     preset: Optional[str] = None,
     icefall_args: Optional[Mapping[str, Any]] = None,
     batch_count: Optional[int] = None,
+    causal: Optional[bool] = None,
 ) -> Tuple[ZipformerEncoder, Dict[str, Any]]:
     """Build a :class:`ZipformerEncoder` holding an icefall checkpoint's encoder weights (strict loading).
 
@@ -178,18 +205,31 @@ def load_icefall_encoder(
         icefall_args: the model's ``train.py`` arguments, overriding what is inferred (e.g. encoder_unmasked_dim).
         batch_count: value of the schedules' step counter; default: the checkpoint's ``batch_idx_train`` if present,
             else 0 (schedules restart, as for training from scratch).
+        causal: whether the checkpoint must be a streaming (``--causal 1``) model; None: whichever it is.
 
     Returns:
         (encoder, encoder_conf).
 
     Raises:
-        ValueError: shapes that do not match the preset, missing or unexpected keys (named).
+        ValueError: shapes that do not match the preset, a causal model when ``causal`` is False or the reverse,
+            missing or unexpected keys (named).
     """
     state, _ = convert_state_dict(extract_encoder_state(checkpoint))
-    conf = infer_encoder_conf(state, preset)
+    if causal is not None and causal != is_causal(state):
+        raise ValueError(
+            "icefall-zipformer: the checkpoint is a streaming (causal) model: pass --causal"
+            if is_causal(state)
+            else "icefall-zipformer: --causal given, but the checkpoint has no chunk-causal convolutions (not a "
+            "--causal 1 model)"
+        )
+    try:
+        conf = infer_encoder_conf(state, preset)
+    except KeyError as error:
+        raise ValueError(f"icefall-zipformer: the checkpoint lacks {error.args[0]} (an incomplete encoder)") from None
     conf.update(encoder_conf_from_icefall_args(icefall_args or {}))
     if preset is not None:
-        expected = ZipformerEncoder.build_config(preset)
+        streaming = {key: conf[key] for key in ("causal", "chunk_size", "left_context_frames") if key in conf}
+        expected = ZipformerEncoder.build_config(preset, **streaming)
         inferred = ZipformerEncoder.build_config(None, **conf)
         mismatched = [key for key in expected if inferred[key] != expected[key]]
         if mismatched:
@@ -197,7 +237,7 @@ def load_icefall_encoder(
                 f"icefall-zipformer: checkpoint does not match preset {preset!r} in {mismatched}: "
                 + ", ".join(f"{key}={inferred[key]} (preset {expected[key]})" for key in mismatched)
             )
-        conf = {"preset": preset.lower()}
+        conf = {"preset": preset.lower(), **streaming}
     encoder = ZipformerEncoder(INPUT_SIZE, **conf)
     if batch_count is None:
         batch_count = int(checkpoint.get("batch_idx_train", 0)) if "model" in checkpoint else 0
@@ -211,11 +251,26 @@ def load_icefall_encoder(
     return encoder, conf
 
 
-def convert(checkpoint: str, out_dir: str, preset: Optional[str] = None) -> Dict[str, Any]:
+def convert(
+    checkpoint: str,
+    out_dir: str,
+    preset: Optional[str] = None,
+    causal: Optional[bool] = None,
+    chunk_size: Optional[str] = None,
+    left_context_frames: Optional[str] = None,
+) -> Dict[str, Any]:
     """Convert an icefall Zipformer checkpoint file into ``out_dir/encoder.pth`` + ``out_dir/encoder_conf.yaml``.
 
     The config snippet also needs ``frontend: kaldi_fbank`` and ``normalize: null`` in the ESPnet config, so that
     the model sees the features it was trained on (icefall uses no global normalisation).
+
+    Args:
+        checkpoint: icefall ``pretrained.pt`` / ``epoch-N.pt`` or a raw state dict file.
+        out_dir: output directory.
+        preset: "s" / "m" / "l" to check the weights against.
+        causal: the checkpoint must be a streaming model (True) or must not (False); None: either.
+        chunk_size, left_context_frames: a streaming model's icefall training lists, e.g. ``"16,32,64,-1"``
+            (default icefall's); they become the encoder's training lists, their first entries the decode setting.
 
     Returns:
         ``{"weights": path, "config": path}``.
@@ -229,7 +284,17 @@ def convert(checkpoint: str, out_dir: str, preset: Optional[str] = None) -> Dict
         ) from None
     if not isinstance(content, Mapping):
         raise ValueError(f"{checkpoint}: expected a state dict or an icefall checkpoint dict")
-    encoder, conf = load_icefall_encoder(content, preset=preset)
+    streaming_args = {
+        key: int_list(value, option)
+        for key, option, value in (
+            ("chunk_size", "--chunk-size", chunk_size),
+            ("left_context_frames", "--left-context-frames", left_context_frames),
+        )
+        if value
+    }
+    if streaming_args and not causal:
+        raise ValueError("icefall-zipformer: --chunk-size and --left-context-frames need --causal (a streaming model)")
+    encoder, conf = load_icefall_encoder(content, preset=preset, icefall_args=streaming_args, causal=causal)
     return write_espnet_encoder(
         out_dir,
         "zipformer",

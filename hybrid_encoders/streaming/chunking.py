@@ -83,5 +83,5 @@ def warn_if_untrained(name: str, key: str, value: int, trained: Sequence[int]) -
     if value not in trained:
         warnings.warn(
             f"{name}: {key}={value} works, but was not trained for it (training drew from {list(trained)})",
-            stacklevel=3,
+            stacklevel=4,  # the caller of set_streaming or of the constructor
         )

@@ -1,6 +1,5 @@
 """icefall Zipformer import: golden equivalence with icefall's own outputs, key mapping, strict loading."""
 
-import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from hybrid_encoders.convert.icefall_zipformer import (
 )
 from hybrid_encoders.encoders.zipformer import ZipformerEncoder
 
-from conftest import RESEARCH_DIR, golden_path
+from conftest import causal_two_stacks, golden_path, icefall_zipformer_m_keys
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +58,7 @@ def test_converter_writes_espnet_loadable_files(golden, tmp_path):
 
 
 def test_m_key_mapping_is_one_to_one_with_icefall_key_list():
-    key_list = RESEARCH_DIR / "zipformer_m_state_dict.txt"
-    if not key_list.is_file():
-        pytest.skip(f"{key_list} is absent (it lives in ../shared/research beside the checkout)")
-    icefall = {}
-    for line in key_list.read_text().splitlines():
-        if line and not line.startswith("#"):
-            key, shape, _ = line.split("\t")
-            icefall[key] = tuple(int(d) for d in re.findall(r"\d+", shape))
+    icefall = icefall_zipformer_m_keys()
     ours = {key: tuple(value.shape) for key, value in ZipformerEncoder(80, preset="m").state_dict().items()}
     converted, dropped = convert_state_dict({key: torch.empty(shape) for key, shape in icefall.items()})
     assert len(dropped) == 16 and all(key.endswith(".bypass_scale") and ".bypass." not in key for key in dropped)
@@ -75,13 +67,41 @@ def test_m_key_mapping_is_one_to_one_with_icefall_key_list():
     }
 
 
-def test_rejects_causal_and_non_zipformer_checkpoints(golden):
+def test_causal_flag_must_match_the_checkpoint_and_non_zipformer_checkpoints_are_rejected(golden):
+    with pytest.raises(ValueError, match="--causal given, but the checkpoint has no chunk-causal convolutions"):
+        load_icefall_encoder(golden["state_dict"], icefall_args=golden["config"], causal=True)
     causal = dict(golden["state_dict"])
     causal["encoder.encoders.0.layers.0.conv_module1.depthwise_conv.chunkwise_conv.weight"] = torch.zeros(1)
-    with pytest.raises(ValueError, match="causal"):
-        load_icefall_encoder(causal)
+    with pytest.raises(ValueError, match="streaming \\(causal\\) model: pass --causal"):
+        load_icefall_encoder(causal, causal=False)
     with pytest.raises(ValueError, match="Zipformer"):
         load_icefall_encoder({"model": {"encoder.layers.0.weight": torch.zeros(1)}})
+
+
+def test_cli_converts_a_causal_checkpoint_with_its_chunk_lists(tmp_path, capsys):
+    from hybrid_encoders.cli import main
+
+    original = causal_two_stacks(pos_head_dim=4)  # our names are icefall's (no legacy bypass_scale here)
+    checkpoint = tmp_path / "epoch-30.pt"
+    torch.save({"model": {k: v for k, v in original.state_dict().items() if k != "batch_count"}}, checkpoint)
+    base = ["convert", "icefall-zipformer", "--checkpoint", str(checkpoint)]
+    assert main(base + ["--out", str(tmp_path / "no_flag")]) == 1
+    assert "pass --causal" in capsys.readouterr().out
+    assert main(base + ["--out", str(tmp_path / "bad"), "--causal", "--chunk-size", "16,x"]) == 1
+    assert "--chunk-size must be comma-separated integers" in capsys.readouterr().out
+    out = tmp_path / "out"
+    assert main(base + ["--out", str(out), "--causal", "--chunk-size", "32,-1", "--left-context-frames", "64"]) == 0
+    conf = yaml.safe_load((out / "encoder_conf.yaml").read_text())["encoder_conf"]
+    assert conf["causal"] is True and conf["chunk_size"] == [32, -1] and conf["left_context_frames"] == 64
+    encoder = ZipformerEncoder(80, **conf).eval()
+    state = torch.load(out / "encoder.pth")
+    encoder.load_state_dict({key[len("encoder.") :]: value for key, value in state.items()}, strict=True)
+    assert encoder.streaming_geometry().chunk_size == 32
+    with pytest.warns(UserWarning, match="not trained"):  # its training lists were 8, 16, -1 and 16, 32, -1
+        original.set_streaming(32, 64)
+    xs = torch.randn(1, 150, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(xs, torch.tensor([150]))[0], original(xs, torch.tensor([150]))[0])
 
 
 def test_cli_convert_icefall_zipformer(golden, tmp_path, capsys):
