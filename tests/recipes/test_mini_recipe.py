@@ -39,6 +39,11 @@ def test_stage_before_its_inputs_says_what_to_run(tmp_path):
     (["--lm_config", "conf/missing_lm.yaml"], "--lm_config conf/missing_lm.yaml not found"),
     (["--asr_config", "conf/missing.yaml"], "--asr_config conf/missing.yaml not found"),
     (["--test_sets", "test eval"], "--test_sets: unknown set 'eval' (dev, dev_other, test, test_other)"),
+    (["--streaming", "yes"], "--streaming must be true or false"),
+    (["--streaming", "true", "--use_lm", "true"], "--use_lm true: the streaming search fuses no language model"),
+    (["--streaming", "true", "--streaming_chunks", "16:128 640ms"], "--streaming_chunks: '640ms' is not CHUNK:LEFT"),
+    # --streaming true trains conf/train_asr_zipformer_streaming.yaml by default
+    (["--streaming", "true", "--stage", "6"], "exp/asr_zipformer_streaming_char/.done is missing: it is made by stage 5"),
 ])
 def test_bad_options_are_named(tmp_path, options, message):
     result = _run(_copy_recipe(tmp_path), *options)

@@ -8,7 +8,9 @@
 #                     (skipped with --use_lm false)
 #   4  collect stats  asr_train --collect_stats true in --nj jobs, aggregate_stats_dirs (feats_stats.npz, shapes)
 #   5  train          asr_train; the trainer averages the --keep_nbest_models best checkpoints at the end
-#   6  decode         asr_inference in --nj jobs on each of --test_sets, with the LM of stage 3 (--use_lm true)
+#   6  decode         asr_inference in --nj jobs on each of --test_sets, with the LM of stage 3 (--use_lm true);
+#                     with --streaming true: hybrid_encoders.bin.asr_inference_streaming chunk by chunk and simulated
+#                     at each of --streaming_chunks, and simulated with full context (CTC prefix beam search, no LM)
 #   7  score          WER/CER with per-utterance alignments, RESULTS.md and training_curves.png in the exp dir
 # A finished stage is skipped when run again with the same options (its marker file is named in the message).
 set -euo pipefail
@@ -17,7 +19,8 @@ help_message="Usage: $0 [--stage N] [--stop_stage N] [--asr_config conf/X.yaml] 
   [--nj N] [--ngpu N] [--corpus_size N] [--seed N] [--token_type bpe|char] [--nbpe N] [--test_sets 'test test_other']
   [--asr_tag TAG] [--asr_args '...'] [--use_lm true|false] [--lm_config conf/train_lm.yaml] [--lm_args '...']
   [--inference_args '...'] [--inference_asr_model valid.acc.ave.pth] [--inference_lm valid.loss.ave.pth]
-  [--espeak_backend auto|program|library] [--python python3]"
+  [--espeak_backend auto|program|library] [--python python3]
+  [--streaming true|false] [--streaming_chunks 'CHUNK:LEFT ...']"
 
 cd "$(dirname "$0")"
 . ./path.sh
@@ -31,10 +34,13 @@ seed=0                  # corpus seed: same seed, same audio
 espeak_backend=auto     # auto: the espeakng-loader wheel (reproducible), else the espeak-ng program
 token_type=char         # char (default: measured 37.5 % vs 98 % WER with bpe, 10 epochs) or bpe
 nbpe=200                # sentencepiece vocabulary size
-asr_config=conf/train_asr_squeezeformer.yaml
-inference_config=conf/decode_asr.yaml
+asr_config=""           # default: conf/train_asr_squeezeformer.yaml (conf/train_asr_zipformer_streaming.yaml if streaming)
+inference_config=""     # default: conf/decode_asr.yaml (conf/decode_asr_streaming.yaml if streaming)
 inference_asr_model=valid.acc.ave.pth
-use_lm=true             # train a character/BPE LSTM LM on the training transcripts and decode with it
+use_lm=""               # train a character/BPE LSTM LM on the training transcripts and decode with it (default: true,
+                        # false if streaming: the streaming search fuses no LM)
+streaming=false         # true: train a causal (streaming) model and decode it with asr_inference_streaming
+streaming_chunks="16:128 32:256"  # chunk_size:left_context_frames (50 Hz frames: 16 = 320 ms) decoded if streaming
 lm_config=conf/train_lm.yaml
 lm_args=""              # extra lm_train options, e.g. "--max_epoch 5"
 inference_lm=valid.loss.ave.pth
@@ -105,6 +111,20 @@ train_logged() {
 for name in stage stop_stage nj ngpu corpus_size seed nbpe; do
     [[ "${!name}" =~ ^[0-9]+$ ]] || die "--${name} must be a non-negative integer, got '${!name}'"
 done
+case "${streaming}" in true|false) ;; *) die "--streaming must be true or false, got '${streaming}'" ;; esac
+if [ "${streaming}" = true ]; then
+    asr_config=${asr_config:-conf/train_asr_zipformer_streaming.yaml}
+    inference_config=${inference_config:-conf/decode_asr_streaming.yaml}
+    use_lm=${use_lm:-false}
+    [ "${use_lm}" = false ] || die "--use_lm ${use_lm}: the streaming search fuses no language model; use --use_lm false"
+    for chunk in ${streaming_chunks}; do
+        [[ "${chunk}" =~ ^[0-9]+:[0-9]+$ ]] \
+            || die "--streaming_chunks: '${chunk}' is not CHUNK:LEFT (50 Hz frames, e.g. 16:128)"
+    done
+fi
+asr_config=${asr_config:-conf/train_asr_squeezeformer.yaml}
+inference_config=${inference_config:-conf/decode_asr.yaml}
+use_lm=${use_lm:-true}
 [ "${nj}" -ge 1 ] || die "--nj must be at least 1"
 case "${token_type}" in bpe|char) ;; *) die "--token_type must be bpe or char, got '${token_type}'" ;; esac
 case "${use_lm}" in true|false) ;; *) die "--use_lm must be true or false, got '${use_lm}'" ;; esac
@@ -135,6 +155,29 @@ lm_exp=exp/$(basename "${lm_config}" .yaml | sed 's/^train_//')_${token_tag}
 lm_stats_dir=exp/lm_stats_${token_tag}
 inference_tag=$(basename "${inference_config}" .yaml)_$(basename "${inference_asr_model}" .pth)
 [ "${use_lm}" = true ] && inference_tag+=_$(basename "${lm_exp}")_$(basename "${inference_lm}" .pth)
+# decode_runs: one "SET LABEL DECODE_DIR [DECODER OPTIONS]" per decoding; stage 6 writes DECODE_DIR/text, stage 7
+# scores it as LABEL. Streaming: each chunk setting chunk by chunk and simulated, plus full context (simulated only).
+decode_runs=()
+for set_name in ${test_sets}; do
+    if [ "${streaming}" = false ]; then
+        decode_runs+=("${set_name} ${set_name} ${asr_exp}/decode_${inference_tag}/${set_name}")
+        continue
+    fi
+    for chunk in ${streaming_chunks} -1:-1; do
+        chunk_size=${chunk%%:*}
+        left=${chunk##*:}
+        name=full_context
+        [ "${chunk_size}" = -1 ] || name=$(( chunk_size * 20 ))ms_left${left}
+        for mode in simulated streamed; do
+            [ "${chunk_size}" = -1 ] && [ "${mode}" = streamed ] && continue  # full context cannot stream
+            simulate=false
+            [ "${mode}" = simulated ] && simulate=true
+            options="--chunk_size ${chunk_size} --left_context_frames ${left} --simulate ${simulate}"
+            decode_dir=${asr_exp}/decode_${inference_tag}_${name}_${mode}/${set_name}
+            decode_runs+=("${set_name} ${set_name}_${name}_${mode} ${decode_dir} ${options}")
+        done
+    done
+done
 token_args=(--use_preprocessor true --token_type "${token_type}" --token_list "${token_list}"
             --bpemodel "${bpemodel}" --cleaner none --g2p none --non_linguistic_symbols none)
 common_train_args=("${token_args[@]}" --config "${asr_config}" --frontend_conf fs=16k)
@@ -263,19 +306,21 @@ fi
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     banner 6 "decode ${test_sets} with ${inference_asr_model} (${nj} jobs)"
     require "${asr_exp}/.done" 5
-    lm_decode_args=()
+    decoder_args=(-m espnet2.bin.asr_inference --batch_size 1)
+    [ "${streaming}" = true ] && decoder_args=(-m hybrid_encoders.bin.asr_inference_streaming)
     lm_signature="no LM"
     if [ "${use_lm}" = true ]; then
         require "${lm_exp}/.done" 3
-        lm_decode_args=(--lm_train_config "${lm_exp}/config.yaml" --lm_file "${lm_exp}/${inference_lm}")
+        decoder_args+=(--lm_train_config "${lm_exp}/config.yaml" --lm_file "${lm_exp}/${inference_lm}")
         lm_signature="LM $(cat "${lm_exp}/.done")"
     fi
-    for set_name in ${test_sets}; do
-        decode_dir=${asr_exp}/decode_${inference_tag}/${set_name}
+    for run in "${decode_runs[@]}"; do
+        read -r set_name label decode_dir run_args <<< "${run}"
         signature="$(cat "${asr_exp}/.done") ${lm_signature} inference=$(cksum < "${inference_config}")"
         signature+=" args=${inference_args}"
+        [ -z "${run_args}" ] || signature+=" ${run_args}"
         if is_done "${decode_dir}/.done" "${signature}"; then
-            log "${set_name}: already done (${decode_dir}/.done); skipping"
+            log "${label}: already done (${decode_dir}/.done); skipping"
             continue
         fi
         "${python}" -m hybrid_encoders.recipes.kaldi_dir check "data/${set_name}" || die "audio check failed"
@@ -285,9 +330,9 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
         num_utts=$(wc -l < "data/${set_name}/wav.scp")
         decode_jobs=$(( nj < num_utts ? nj : num_utts ))
         split_keys "data/${set_name}/wav.scp" "${logdir}/keys" "${decode_jobs}"
-        log "${set_name}: ${num_utts} utterances; logs in ${logdir}/asr_inference.*.log"
+        log "${label}: ${num_utts} utterances; logs in ${logdir}/asr_inference.*.log"
         decode_start=${SECONDS}
-        # Progress: the beam search logs one "best hypo" line per utterance.
+        # Progress: both decoders log one "best hypo" line per utterance.
         ( while sleep 15; do
               done_utts=$(cat "${logdir}"/asr_inference.*.log 2> /dev/null | grep -c "best hypo" || true)
               elapsed=$(( SECONDS - decode_start ))
@@ -296,32 +341,47 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
         progress_pid=$!
         # Stop the progress loop however this script ends (a failed job exits through die).
         trap 'kill "${progress_pid}" 2> /dev/null || true' EXIT
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2086  # run_args and inference_args are lists of options
         OMP_NUM_THREADS=1 run_jobs "${logdir}" asr_inference "${decode_jobs}" \
-            "${python}" -m espnet2.bin.asr_inference --batch_size 1 --ngpu "${ngpu}" \
+            "${python}" "${decoder_args[@]}" --ngpu "${ngpu}" \
             --data_path_and_name_and_type "data/${set_name}/wav.scp,speech,sound" --key_file "${logdir}/keys.JOB.scp" \
             --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_asr_model}" \
-            --output_dir "${logdir}/output.JOB" --config "${inference_config}" "${lm_decode_args[@]}" ${inference_args}
+            --output_dir "${logdir}/output.JOB" --config "${inference_config}" ${run_args} ${inference_args}
         kill "${progress_pid}" 2> /dev/null || true
         trap - EXIT
         cat "${logdir}"/output.*/1best_recog/text | sort > "${decode_dir}/text"
-        log "${set_name}: decoded in $(( SECONDS - decode_start ))s -> ${decode_dir}/text"
+        log "${label}: decoded in $(( SECONDS - decode_start ))s -> ${decode_dir}/text"
         echo "${signature}" > "${decode_dir}/.done"
+    done
+    # Streaming: chunk by chunk must give the simulated hypotheses (the same encoder frames, fed in pieces).
+    for run in "${decode_runs[@]}"; do
+        read -r set_name label decode_dir _ <<< "${run}"
+        [[ "${label}" == *_streamed ]] || continue
+        simulated_dir=${decode_dir/_streamed\//_simulated/}
+        differing=$(diff "${simulated_dir}/text" "${decode_dir}/text" | grep -c "^>" || true)
+        if [ "${differing}" -gt 0 ]; then
+            diff "${simulated_dir}/text" "${decode_dir}/text" | head -n 6 >&2
+            die "${label}: ${differing} utterances decoded chunk by chunk differ from the simulated decoding"
+        fi
+        log "${label}: chunk-by-chunk hypotheses identical to the simulated ones ($(wc -l < "${decode_dir}/text") utterances)"
     done
 fi
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     banner 7 "score and report"
     decode_args=()
-    for set_name in ${test_sets}; do
-        decode_dir=${asr_exp}/decode_${inference_tag}/${set_name}
+    for run in "${decode_runs[@]}"; do
+        read -r set_name label decode_dir _ <<< "${run}"
         require "${decode_dir}/.done" 6
         "${python}" -m hybrid_encoders.recipes.scoring --ref "data/${set_name}/text" --hyp "${decode_dir}/text" \
             --utt2spk "data/${set_name}/utt2spk" --output_dir "${decode_dir}" || die "scoring failed"
-        decode_args+=(--decode_dir "${set_name}=${decode_dir}")
+        decode_args+=(--decode_dir "${label}=${decode_dir}")
     done
     lm_description="none (--use_lm false)"
     [ "${use_lm}" = true ] && lm_description="${lm_exp}/${inference_lm} (${lm_config}), trained on data/train/text"
+    [ "${streaming}" = true ] && decode_args+=(--description "streaming: the CTC branch, chunk_size:left_context_frames \
+${streaming_chunks} (50 Hz frames) decoded chunk by chunk (_streamed, 100 ms audio pieces) and simulated (whole \
+utterances through the chunked forward), full context simulated; chunk by chunk == simulated checked in stage 6")
     params=$(grep -m1 -o "Total Number of model parameters: [0-9.]* [KMG]" "${asr_exp}/train.log" 2> /dev/null | tail -n1 || true)
     "${python}" -m hybrid_encoders.recipes.report --exp_dir "${asr_exp}" "${decode_args[@]}" \
         --output "${asr_exp}/RESULTS.md" \
