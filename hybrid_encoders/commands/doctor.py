@@ -11,7 +11,7 @@ import sysconfig
 from typing import List
 
 NAME = "doctor"
-HELP = "check Python, torch, torchaudio and ESPnet versions, the registration hook and optional k2"
+HELP = "check Python, pip, torch, torchaudio and ESPnet versions, the registration hook and optional k2"
 
 # The stack CI tests; requirements/tested.txt pins the same versions (a test keeps the two equal).
 TESTED_VERSIONS = {"torch": "2.11.0", "torchaudio": "2.11.0", "espnet": "202511"}
@@ -169,7 +169,7 @@ def _check_registration() -> Check:
             deliberate = False
             missing.append(f"{', '.join(names)} ({module} cannot be imported: {error})")
             fixes.append(f"make `import {module}` work: {install_command()}")
-    tasks = sorted({o.registry.split()[0] for o in registered})
+    tasks = sorted({o.registry.split()[0].rsplit(".", 1)[1] for o in registered})
     summary = f"{len(registered)} of {len(declared)} entry points of {OUR_DISTRIBUTION} registered ({', '.join(tasks)})"
     others = [o for o in found.outcomes if not _ours(o) and o.status != "registered"]
     notes = "; other plugins: " + "; ".join(f"{o.name} ({o.distribution}): {o.reason}" for o in others) if others else ""
