@@ -31,6 +31,7 @@ from hybrid_encoders.encoders.config import (
     resolve_config,
 )
 from hybrid_encoders.layers.conv_module import ConvolutionModule, DepthwiseConvNorm
+from hybrid_encoders.layers.export_mode import is_exporting
 from hybrid_encoders.layers.feed_forward import FeedForward
 from hybrid_encoders.layers.masking import check_encoder_input, make_pad_mask, raise_too_short
 from hybrid_encoders.layers.rel_attention import RelPositionMultiHeadedAttention
@@ -355,7 +356,8 @@ class SqueezeformerEncoder(AbsEncoder):
         if self.interctc_use_conditioning and self.interctc_layer_idx and ctc is None:
             raise ValueError(f"{self.NAME}: interctc_use_conditioning needs the ctc module passed to forward()")
         raise_too_short(self.NAME, ilens, self.embed.min_input_length)
-        xs_pad = xs_pad[:, : int(ilens.max())]  # extra padding would only add frames beyond max(olens)
+        if not is_exporting():  # an exported graph has no value-dependent shapes: it keeps the padding
+            xs_pad = xs_pad[:, : int(ilens.max())]  # extra padding would only add frames beyond max(olens)
         x, olens = self.embed(xs_pad, ilens)
         x = self.pre_ln(self.input_dropout(x * self.xscale))
         mask = ~make_pad_mask(olens, x.size(1)).unsqueeze(1)  # (B, 1, T')

@@ -26,6 +26,7 @@ from hybrid_encoders.encoders.config import reject_unknown, require_length, requ
 from hybrid_encoders.layers.bias_norm import BiasNorm
 from hybrid_encoders.layers.bypass import BypassModule
 from hybrid_encoders.layers.compact_rel_positional import CompactRelPositionalEncoding
+from hybrid_encoders.layers.export_mode import is_exporting
 from hybrid_encoders.layers.masking import check_encoder_input, make_pad_mask, raise_too_short
 from hybrid_encoders.layers.simple_resampling import SimpleDownsample, SimpleUpsample
 from hybrid_encoders.layers.subsampling import build_subsampling
@@ -653,9 +654,11 @@ class ZipformerEncoder(AbsEncoder):
         raise_too_short(NAME, ilens, self.encoder_embed.min_input_length)
         if self.training:
             self._count_optimizer_step()
-        xs_pad = xs_pad[:, : int(ilens.max())]
+        exporting = is_exporting()  # an exported graph has no value-dependent shapes or branches
+        if not exporting:
+            xs_pad = xs_pad[:, : int(ilens.max())]
         x, lengths = self.encoder_embed(xs_pad, ilens)
         padding = make_pad_mask(lengths, x.size(1))
         # without padding every mask operation is a no-op: skip them all (one check per forward)
-        x, olens = self.encoder(x, lengths, padding if bool(padding.any()) else None, *self.chunking())
+        x, olens = self.encoder(x, lengths, padding if exporting or bool(padding.any()) else None, *self.chunking())
         return x, olens, None

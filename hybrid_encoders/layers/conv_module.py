@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from hybrid_encoders.layers.depthwise_conv import same_depthwise_conv1d
+from hybrid_encoders.layers.export_mode import is_exporting
 
 
 class DepthwiseConvNorm(nn.Module):
@@ -87,7 +88,7 @@ class ConvolutionModule(nn.Module):
         """
         x = self.pointwise_conv1(x)  # (B, T, 2d)
         x = nn.functional.glu(x, dim=-1) if self.glu else nn.functional.silu(x)
-        if not mask.all():
+        if is_exporting() or not mask.all():
             x = x.masked_fill(~mask.transpose(1, 2), 0.0)
         x = nn.functional.silu(self.depthwise(x.transpose(1, 2)))  # (B, C, T) view of (B, T, C) memory
         return self.pointwise_conv2(x.transpose(1, 2))

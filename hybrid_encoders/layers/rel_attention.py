@@ -18,6 +18,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from hybrid_encoders.layers.export_mode import is_exporting
+
 
 class RelPositionMultiHeadedAttention(nn.Module):
     """Self-attention with relative sinusoidal positions; ESPnet's call signature.
@@ -100,14 +102,17 @@ class RelPositionMultiHeadedAttention(nn.Module):
         # The positional term enters scaled_dot_product_attention as an additive score bias, so the fused kernel
         # computes softmax(((q + u) k^T + position) / sqrt(d_k)) v without materialising the content scores.
         bias = position.to(v.dtype) / math.sqrt(self.d_k)
-        if mask is not None and not mask.all():
+        if mask is not None and (is_exporting() or not mask.all()):
             # The most negative finite value, not -inf: a row without any valid key then stays finite.
             bias = bias.masked_fill(~mask.unsqueeze(1), torch.finfo(bias.dtype).min)
-        context = nn.functional.scaled_dot_product_attention(
-            (q + self.pos_bias_u).transpose(1, 2).to(v.dtype),
-            k.to(v.dtype),
-            v,
-            attn_mask=bias,
-            dropout_p=self.dropout_rate if self.training else 0.0,
-        )  # (B, H, T, d_k)
+        content_query = (q + self.pos_bias_u).transpose(1, 2).to(v.dtype)
+        if is_exporting():
+            # the same formula written out: the ONNX exporter's decomposition of the fused kernel gives an output
+            # whose strides break the reshape below (torch 2.11)
+            scores = torch.matmul(content_query, k.to(v.dtype).transpose(-2, -1)) / math.sqrt(self.d_k) + bias
+            context = torch.matmul(torch.softmax(scores, dim=-1), v)
+        else:
+            context = nn.functional.scaled_dot_product_attention(
+                content_query, k.to(v.dtype), v, attn_mask=bias, dropout_p=self.dropout_rate if self.training else 0.0
+            )  # (B, H, T, d_k)
         return self.linear_out(context.transpose(1, 2).reshape(batch, length, self.h * self.d_k))

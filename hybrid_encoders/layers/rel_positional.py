@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from hybrid_encoders.layers.export_mode import is_exporting
+
 
 class RelPositionalEncoding(nn.Module):
     """Table of relative sinusoidal encodings, extended on demand.
@@ -28,20 +30,20 @@ class RelPositionalEncoding(nn.Module):
         self.d_model = d_model
         self.register_buffer("table", self._make_table(max_len), persistent=False)
 
-    def _make_table(self, max_len: int) -> torch.Tensor:
+    def _make_table(self, max_len: int, device: torch.device = None) -> torch.Tensor:
         """(2 * max_len - 1, d_model) rows for the distances max_len-1 ... -(max_len-1)."""
-        positions = torch.arange(max_len - 1, -max_len, -1, dtype=torch.float32).unsqueeze(1)
+        positions = torch.arange(max_len - 1, -max_len, -1, dtype=torch.float32, device=device).unsqueeze(1)
         inverse_frequencies = torch.exp(
-            torch.arange(0, self.d_model, 2, dtype=torch.float32) * -(math.log(10000.0) / self.d_model)
+            torch.arange(0, self.d_model, 2, dtype=torch.float32, device=device) * -(math.log(10000.0) / self.d_model)
         )
         angles = positions * inverse_frequencies
-        table = torch.empty(2 * max_len - 1, self.d_model)
-        table[:, 0::2] = torch.sin(angles)
-        table[:, 1::2] = torch.cos(angles)
-        return table
+        # interleave: column 2i is sin, column 2i + 1 is cos
+        return torch.stack((torch.sin(angles), torch.cos(angles)), dim=-1).reshape(2 * max_len - 1, self.d_model)
 
     def forward(self, length: int) -> torch.Tensor:
         """Encodings for a sequence of ``length`` frames: (1, 2 * length - 1, d_model), distances length-1 ... 1-length."""
+        if is_exporting():  # computed for the traced length: a stored table would freeze a maximum length
+            return self._make_table(length, self.table.device).unsqueeze(0)
         max_len = (self.table.size(0) + 1) // 2
         if length > max_len:
             self.table = self._make_table(length).to(self.table.device)

@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from hybrid_encoders.layers.export_mode import is_exporting
+
 
 class SimpleDownsample(nn.Module):
     """Downsample time by ``factor`` with a learned softmax-weighted average of each group of frames.
@@ -28,7 +30,11 @@ class SimpleDownsample(nn.Module):
         batch, frames, channels = x.shape
         out_frames = (frames + self.factor - 1) // self.factor
         pad = out_frames * self.factor - frames
-        if pad > 0:
+        if is_exporting():
+            # the same frames gathered with clamped indices: a traced branch on pad, or a concatenation of pad
+            # frames, makes the exporter fix T modulo factor; this length is out_frames * factor by construction
+            x = x.index_select(1, torch.arange(out_frames * self.factor, device=x.device).clamp(max=frames - 1))
+        elif pad > 0:
             x = torch.cat((x, x[:, -1:].expand(batch, pad, channels)), dim=1)
         weights = self.bias.softmax(dim=0).to(x.dtype)
         # (1, factor) @ (B, T', factor, C) -> (B, T', 1, C): the weighted sum as one batched matmul.

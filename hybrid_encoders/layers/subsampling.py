@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from hybrid_encoders.layers.bias_norm import BiasNorm
+from hybrid_encoders.layers.export_mode import is_exporting
 from hybrid_encoders.layers.swoosh import SwooshL, SwooshR, scale_initial_weights
 from hybrid_encoders.regularization.balancer import Balancer, ScaleGrad
 from hybrid_encoders.regularization.scheduled_float import FloatLike, ScheduledFloat
@@ -55,7 +56,7 @@ def _zero_padded_frames(
     for tensors nobody else holds and autograd does not need) saves one copy of ``x``.
     """
     frames = x.size(2)
-    if first_frame >= 0 and int(lengths.min()) >= first_frame + frames:
+    if first_frame >= 0 and not is_exporting() and int(lengths.min()) >= first_frame + frames:
         return x
     index = torch.arange(first_frame, first_frame + frames, device=x.device)
     valid = ((index >= 0) & (index < lengths[:, None]))[:, None, :, None].to(x.dtype)  # (B, 1, T, 1)
@@ -164,7 +165,7 @@ class DepthwiseStridingSubsampling(Subsampling):
         """(B, T, F) features and (B,) lengths -> (B, ceil(ceil(T/2)/2), output_size) frames and their lengths."""
         half_lengths = _strided_length(lengths)
         out_lengths = _strided_length(half_lengths)
-        if self.chunk_frames and not torch.is_grad_enabled():
+        if self.chunk_frames and not torch.is_grad_enabled() and not is_exporting():  # the chunk loop needs T
             return self._chunked_forward(xs, lengths, half_lengths, out_lengths), out_lengths
         x = _zero_padded_frames(xs.unsqueeze(1), lengths)  # (B, 1, T, F)
         x = _zero_padded_frames(self._first_conv(x), half_lengths)  # (B, C, T/2, F/2)

@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from hybrid_encoders.layers.export_mode import is_exporting
 from hybrid_encoders.layers.swoosh import ScaledLinear
 from hybrid_encoders.regularization.balancer import Balancer, penalize_abs_values_gt
 from hybrid_encoders.regularization.scheduled_float import FloatLike, ScheduledFloat, whitening_schedule
@@ -186,7 +187,7 @@ class RelPositionAttentionWeights(nn.Module):
         if scores.requires_grad or not skip_positions:
             positions = self.linear_pos(pos_emb).reshape(keys + frames - 1, heads, -1).permute(1, 2, 0)  # (H, dp, K+T-1)
             # the block loop below needs T as a Python int and square scores
-            if scores.requires_grad or keys != frames:
+            if scores.requires_grad or is_exporting() or keys != frames:
                 pos_scores = relative_to_absolute(torch.matmul(p, positions))
                 # a skipped term stays in the graph with weight 0: linear_pos gets a (zero) gradient (class docstring)
                 scores = scores + (pos_scores * 0.0 if skip_positions else pos_scores)
