@@ -51,5 +51,7 @@ class BypassModule(nn.Module):
             if skip_rate != 0.0:
                 keep = torch.rand(src.size(0), 1, 1, device=src.device) > skip_rate
                 scale = scale * keep.to(scale.dtype)
+        if src_orig.dtype == src.dtype == scale.dtype:
+            return torch.lerp(src_orig, src, scale)
         dtype = torch.promote_types(src_orig.dtype, src.dtype)  # they differ under autocast
         return torch.lerp(src_orig.to(dtype), src.to(dtype), scale.to(dtype))

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybrid_encoders.layers.depthwise_conv import depthwise_conv1d
+from hybrid_encoders.layers.inference_cache import cached_until_changed
 
 
 class ChunkCausalDepthwiseConv1d(nn.Module):
@@ -54,7 +55,13 @@ class ChunkCausalDepthwiseConv1d(nn.Module):
         return self.kernel_size // 2
 
     def chunk_scale(self, chunk_size: int) -> torch.Tensor:
-        """(C, chunk_size) scale of the within-chunk output, frame by frame of a chunk."""
+        """(C, chunk_size) scale of the within-chunk output, frame by frame of a chunk (kept between inference
+        calls)."""
+        return cached_until_changed(
+            self, f"_chunk_scale_{chunk_size}", (self.chunkwise_conv_scale,), lambda: self._chunk_scale(chunk_size)
+        )
+
+    def _chunk_scale(self, chunk_size: int) -> torch.Tensor:
         taps = min(chunk_size, self.kernel_size)
         left_edge = F.pad(self.chunkwise_conv_scale[0, :, :taps], (0, chunk_size - taps))
         right_edge = F.pad(self.chunkwise_conv_scale[1, :, self.kernel_size - taps :], (chunk_size - taps, 0))

@@ -10,6 +10,7 @@ For an offset d = key position - query position, with D = embed_dim and L = sqrt
 """
 
 import math
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,12 @@ class CompactRelPositionalEncoding(nn.Module):
         length_factor: stretches the offset scale (>= 1).
 
     Shapes: ``forward(num_frames=T, left_context=L)`` -> (L + 2T - 1, D); row k is offset ``k - (L + T - 1)``.
+
+    In eval mode the last few results are kept (a stream asks for the same sizes every chunk); treat them as
+    read-only.
     """
+
+    RECENT = 4  # results kept in eval mode
 
     def __init__(self, embed_dim: int, dropout_rate: float = 0.15, length_factor: float = 1.0):
         super().__init__()
@@ -37,10 +43,23 @@ class CompactRelPositionalEncoding(nn.Module):
         self.embed_dim = embed_dim
         self.dropout_rate = dropout_rate
         self.length_factor = length_factor
+        self._recent: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 
     def forward(
         self, num_frames: int, device: torch.device = None, dtype: torch.dtype = torch.float32, left_context: int = 0
     ) -> torch.Tensor:
+        if self.training or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return F.dropout(self._encode(num_frames, device, dtype, left_context), self.dropout_rate, self.training)
+        key = (num_frames, left_context, torch.device(device or "cpu"), dtype)
+        if key in self._recent:
+            self._recent.move_to_end(key)
+        else:
+            self._recent[key] = self._encode(num_frames, device, dtype, left_context)
+            if len(self._recent) > self.RECENT:
+                self._recent.popitem(last=False)
+        return self._recent[key]
+
+    def _encode(self, num_frames: int, device: torch.device, dtype: torch.dtype, left_context: int) -> torch.Tensor:
         first = -(left_context + num_frames - 1)
         offsets = torch.arange(first, num_frames, device=device, dtype=torch.float32).unsqueeze(1)
         frequencies = 1 + torch.arange(self.embed_dim // 2, device=device)
@@ -50,4 +69,4 @@ class CompactRelPositionalEncoding(nn.Module):
         angles = (compressed / length_scale).atan() * frequencies  # (2T - 1, D / 2)
         encoding = torch.stack((angles.cos(), angles.sin()), dim=-1).reshape(-1, self.embed_dim)
         encoding[:, -1] = 1.0
-        return F.dropout(encoding.to(dtype), self.dropout_rate, self.training)
+        return encoding.to(dtype)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybrid_encoders.layers.inference_cache import cached_until_changed
 from hybrid_encoders.regularization.scheduled_float import FloatLike
 from hybrid_encoders.regularization.skipping import SharedDropout
 
@@ -119,4 +120,11 @@ class SwooshLinear(nn.Module):
         hidden = _swoosh_without_constant(x, self.offset)
         if self.training:  # the folded constant must go through the dropout with the rest of the activation
             return F.linear(self.dropout(hidden - self.constant), self.weight, self.bias)
-        return F.linear(hidden, self.weight, self.bias - self.constant * self.weight.sum(dim=1))
+        return F.linear(hidden, self.weight, self._folded_bias())
+
+    def _folded_bias(self) -> torch.Tensor:
+        """``b - c W 1``, kept between inference calls (a streaming chunk of a few frames would otherwise read the
+        weight matrix twice)."""
+        return cached_until_changed(
+            self, "_folded_bias_cache", (self.weight, self.bias), lambda: self.bias - self.constant * self.weight.sum(1)
+        )

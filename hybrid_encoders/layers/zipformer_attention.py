@@ -185,7 +185,7 @@ class RelPositionAttentionWeights(nn.Module):
 
         skip_positions = self.training and random.random() < float(self.pos_emb_skip_rate)
         if scores.requires_grad or not skip_positions:
-            positions = self.linear_pos(pos_emb).reshape(keys + frames - 1, heads, -1).permute(1, 2, 0)  # (H, dp, K+T-1)
+            positions = self.linear_pos(pos_emb).reshape(keys + frames - 1, heads, -1).permute(1, 2, 0)  # H, dp, K+T-1
             # the block loop below needs T as a Python int and square scores
             if scores.requires_grad or is_exporting() or keys != frames:
                 pos_scores = relative_to_absolute(torch.matmul(p, positions))

@@ -177,7 +177,8 @@ def _encode_chunk(
         mask = _cache_mask(starts, factor, cached, stack_frames, device)
         conv_chunk = stack_frames if sole_short else chunk_size // factor
         for zipformer_layer in layers.layers:
-            h, new_cache = _layer_chunk(zipformer_layer, h, pos_emb, mask, conv_chunk, state.layers[layer].select(index))
+            cache = state.layers[layer].select(index)
+            h, new_cache = _layer_chunk(zipformer_layer, h, pos_emb, mask, conv_chunk, cache)
             state.layers[layer] = state.layers[layer].merge(index, new_cache)
             layer += 1
         x = stack.out_combiner(x_in, stack.upsample(h)[:, :frames]) if downsampled else h
@@ -193,9 +194,9 @@ def _cache_mask(
     starts: List[int], factor: int, cached: int, frames: int, device: torch.device
 ) -> Optional[torch.Tensor]:
     """(B', 1, 1, cached + frames) bool, True at cached frames from before an utterance's start; None if none are."""
-    valid = torch.tensor([min(cached, start // factor) for start in starts], device=device)
-    if bool((valid == cached).all()):
+    if min(starts) // factor >= cached:
         return None
+    valid = torch.tensor([min(cached, start // factor) for start in starts], device=device)
     positions = torch.arange(cached + frames, device=device)
     return (positions < (cached - valid)[:, None])[:, None, None, :]
 

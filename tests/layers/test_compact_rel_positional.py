@@ -26,3 +26,16 @@ def test_encoding_depends_only_on_offset():
     module = CompactRelPositionalEncoding(48).eval()
     short, long = module(10), module(30)
     torch.testing.assert_close(short, long[20:39])
+
+
+def test_left_context_extends_the_negative_offsets_and_eval_reuses_recent_results():
+    module = CompactRelPositionalEncoding(8).eval()
+    with_left = module(4, left_context=6)
+    assert with_left.shape == (6 + 2 * 4 - 1, 8)
+    torch.testing.assert_close(with_left, module(10)[:13])  # offsets -9 .. 3 of the square encoding of 10 frames
+    assert module(4, left_context=6) is with_left
+    for frames in range(5, 5 + CompactRelPositionalEncoding.RECENT):
+        module(frames)
+    assert module(4, left_context=6) is not with_left  # only the last few are kept
+    module.train()
+    assert module(4, left_context=6) is not module(4, left_context=6)

@@ -58,3 +58,27 @@ def test_scaled_linear_initial_scale():
     assert scaled.bias.abs().max() <= 0.005
     with pytest.raises(ValueError, match="activation"):
         SwooshLinear(4, 4, "swish")
+
+
+def test_inference_keeps_the_folded_bias_until_the_parameters_change():
+    torch.manual_seed(0)
+    layer = SwooshLinear(16, 8, "swoosh_r").eval()
+    x = torch.randn(2, 16)
+
+    def reference():
+        return torch.nn.functional.linear(swoosh_r(x), layer.weight, layer.bias)
+
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), reference())
+        folded = layer._folded_bias_cache[1]
+        layer(x)
+        assert layer._folded_bias_cache[1] is folded  # reused while nothing changed
+        layer.weight.mul_(3.0)  # an optimizer step or load_state_dict: the version counter moves
+        torch.testing.assert_close(layer(x), reference())
+        layer.load_state_dict({"weight": torch.randn(8, 16), "bias": torch.randn(8)})
+        torch.testing.assert_close(layer(x), reference())
+    layer.double()  # .to() replaces the parameters
+    x = x.double()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), reference())
+    assert layer(x).requires_grad  # with autograd the bias is folded in the graph, not taken from the cache
