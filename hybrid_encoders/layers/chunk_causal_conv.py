@@ -101,6 +101,11 @@ class ChunkCausalDepthwiseConv1d(nn.Module):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """One chunk of a stream.
 
+        Both convolutions read the same window, frames ``t - k//2 .. t + k//2`` of the cached frames, the chunk and
+        zeros after it (the within-chunk one only inside the chunk), so the chunk is one position-dependent filter
+        (:meth:`_chunk_filter`, kept between calls) applied to sliding windows: a few small operations instead of two
+        convolution calls, whose fixed cost dominates for the handful of frames of a chunk.
+
         Args:
             x: (B, C, t) the chunk's frames, t <= chunk_size (t < chunk_size only for a sequence's last chunk).
             cache: (B, C, k // 2) the frames before the chunk (zeros before the sequence start).
@@ -109,9 +114,25 @@ class ChunkCausalDepthwiseConv1d(nn.Module):
         Returns:
             (B, C, t) output and the (B, C, k // 2) cache for the next chunk.
         """
-        context = torch.cat((cache, x), dim=-1)
-        causal = depthwise_conv1d(context, self.causal_conv.weight, self.causal_conv.bias, 0, 0)
-        padding = self.kernel_size // 2
-        within = depthwise_conv1d(x, self.chunkwise_conv.weight, self.chunkwise_conv.bias, padding, padding)
-        within = within * self.chunk_scale(chunk_size)[:, : x.size(-1)]
-        return causal + within, context[..., context.size(-1) - self.left_context :]
+        frames, half = x.size(-1), self.left_context
+        context = torch.cat((cache, x, x.new_zeros(*x.shape[:2], half)), dim=-1)  # (B, C, t + 2 half)
+        weight, bias = cached_until_changed(
+            self,
+            f"_chunk_filter_{frames}_{chunk_size}",
+            (self.causal_conv.weight, self.causal_conv.bias, self.chunkwise_conv.weight, self.chunkwise_conv.bias,
+             self.chunkwise_conv_scale),
+            lambda: self._chunk_filter(frames, chunk_size),
+        )  # fmt: skip
+        out = (context.unfold(-1, self.kernel_size, 1) * weight).sum(-1).add_(bias)
+        return out, context[..., frames : frames + half]
+
+    def _chunk_filter(self, frames: int, chunk_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(C, t, k) weights and (C, t) bias with ``out[t] = bias[t] + sum_j weight[t, j] window[t + j]`` over the
+        window of cached frames, chunk and zeros: the causal taps everywhere, the within-chunk taps scaled by the
+        frame's edge scale where they fall inside the chunk."""
+        half, kernel = self.left_context, self.kernel_size
+        scale = self.chunk_scale(chunk_size)[:, :frames]  # (C, t)
+        causal = F.pad(self.causal_conv.weight[:, 0], (0, kernel - half - 1))  # (C, k): taps of frames t - half .. t
+        inside = (torch.arange(frames)[:, None] + torch.arange(kernel)[None, :] >= half).to(scale)  # (t, k)
+        weight = causal[:, None, :] + scale[:, :, None] * self.chunkwise_conv.weight[:, 0][:, None, :] * inside
+        return weight, self.causal_conv.bias[:, None] + scale * self.chunkwise_conv.bias[:, None]
