@@ -304,14 +304,16 @@ class Conv2dConvNeXtSubsampling(Subsampling):
         self.out_norm = BiasNorm(output_size)
         self.dropout = SharedDropout(dropout, shared_dim=1)
 
+    CONV_CONTEXT = 7  # input frames the three "valid" convolutions consume: frame t reads input 2t .. 2t + 8
+
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        return torch.div(lengths - 7, 2, rounding_mode="floor")
+        return torch.div(lengths - self.CONV_CONTEXT, 2, rounding_mode="floor")
 
     @property
     def streaming_lookahead(self) -> int:
         """Input frames that output frames [s, s + n) need beyond input frame 2(s + n) - 1: the convolutions read
-        7 more (frame t reads 2t .. 2t + 8), the ConvNeXt 3 output frames (6 input frames) more: 13."""
-        return 7 + 2 * self.convnext.time_padding
+        7 more, the ConvNeXt 3 output frames (6 input frames) more: 13."""
+        return self.CONV_CONTEXT + 2 * self.convnext.time_padding
 
     def forward(self, xs: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F) features, (B,) lengths -> (B, (T - 7) // 2, output_size) frames and their lengths."""

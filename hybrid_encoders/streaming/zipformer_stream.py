@@ -93,13 +93,13 @@ def _final_flags(is_final: Union[bool, torch.Tensor], batch: int) -> List[bool]:
     return [is_final] * batch
 
 
-def _next_chunk(state: ZipformerStreamingState, index: int, final: bool, chunk_size: int, context: int):
+def _next_chunk(state: ZipformerStreamingState, index: int, final: bool, chunk_size: int, embed):
     """(embed frames t, embed frames computed before the ConvNeXt, whether it is a sole short chunk) of the next
     chunk utterance ``index`` can encode now, or None."""
     if state.finished[index]:
         return None
-    start = state.processed[index]
-    remaining = (state.received[index] - 7) // 2 - start  # ConvNeXt inputs computable from the received features
+    start, context = state.processed[index], embed.convnext.time_padding
+    remaining = (state.received[index] - embed.CONV_CONTEXT) // 2 - start  # ConvNeXt inputs computable now
     if remaining >= chunk_size + context:
         return chunk_size, chunk_size + context, False
     if not final or remaining <= 0:
@@ -112,12 +112,11 @@ def _encode_ready_chunks(
     encoder, state: ZipformerStreamingState, finals: Sequence[bool], chunk_size: int, left_context: int
 ) -> List[List[torch.Tensor]]:
     """Encode every chunk that can be encoded now, updating ``state``; per utterance, its new output pieces."""
-    context = encoder.encoder_embed.convnext.time_padding
     outputs: List[List[torch.Tensor]] = [[] for _ in range(state.batch_size)]
     while True:
         groups = {}
         for index, final in enumerate(finals):
-            shape = _next_chunk(state, index, final, chunk_size, context)
+            shape = _next_chunk(state, index, final, chunk_size, encoder.encoder_embed)
             if shape is not None:
                 groups.setdefault(shape, []).append(index)
         if not groups:
@@ -153,7 +152,7 @@ def _encode_chunk(
 
     embed = encoder.encoder_embed
     context = embed.convnext.time_padding
-    features = torch.stack([state.features[lane][: 2 * computed + 7] for lane in lanes])
+    features = torch.stack([state.features[lane][: 2 * computed + embed.CONV_CONTEXT] for lane in lanes])
     convolved = embed.convolve(features)  # (B', 128, computed, F')
     left = state.embed_left if index is None else state.embed_left.index_select(0, index)
     pieces = [left, convolved]
