@@ -88,6 +88,7 @@ setup(
     extras_require={
         "recipes": ["sentencepiece", "lhotse", "jiwer", "espeakng-loader", "soundfile", "matplotlib", "tensorboard"],
         "test": ["pytest", "pytest-timeout"],
+        "deploy": ["onnx", "onnxscript", "onnxruntime", "sherpa-onnx", "sherpa-onnx-bin"],
     },
     entry_points=ENTRY_POINTS,
     cmdclass={"build_py": BuildPyWithStartupFiles},
