@@ -3,8 +3,20 @@
 from typing import List
 
 import numpy as np
+import pytest
 import torch
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Streaming runs many small matrix products: on a loaded machine, torch's thread pool waits for busy cores
+    on each (measured 20x slower with 2 threads under load 15). Import this autouse fixture into a test module to
+    run its tests with one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def random_splits(total: int, rng: np.random.Generator, largest: int = 7) -> List[int]:

@@ -10,6 +10,7 @@ import soundfile
 
 import hybrid_encoders.bin.asr_inference_streaming as entry
 from test_recognizer import TOKENS, make_model, waveform
+from streaming_testing import one_thread  # noqa: F401 (autouse fixture)
 
 
 def write_scp(directory, lengths, rate=16000):
@@ -105,3 +106,61 @@ def test_wrong_sample_rate_and_non_causal_model_are_rejected(tmp_path, stand_in,
     stand_in(causal=False)
     assert run(tmp_path, scp, "out") == 2
     assert "is not causal" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_causal_zipformer_trained_by_asr_train_streams_as_simulated(tmp_path, monkeypatch):
+    """A tiny causal Zipformer transducer (with a CTC branch) trained one epoch by ``espnet2.bin.asr_train``, decoded
+    by the module chunk by chunk and simulated: the same text. One epoch teaches the model to emit blanks only, so
+    the blank's output bias is lowered by 4 in a copy of the model file: hypotheses are then non-empty, and as
+    sensitive to the encoder frames as a trained model's."""
+    import torch
+    import yaml
+
+    from conftest import asr_train_arguments, run_espnet, write_random_corpus
+
+    train, valid = write_random_corpus(tmp_path / "train", 8, seed=0), write_random_corpus(tmp_path / "valid", 3, seed=1)
+    (tmp_path / "tokens.txt").write_text("\n".join(["<blank>", "<unk>", "a", "b", "c", "d", "<sos/eos>"]) + "\n")
+    config = {
+        "frontend_conf": {"n_fft": 512, "win_length": 400, "hop_length": 160},
+        "encoder": "zipformer",
+        "encoder_conf": {
+            "num_encoder_layers": 1, "downsampling_factor": [1, 2, 2], "encoder_dim": 32, "encoder_unmasked_dim": 32,
+            "feedforward_dim": 48, "num_heads": 2, "cnn_module_kernel": 7, "causal": True,
+            "chunk_size": [8, 16], "left_context_frames": [32], "decode_chunk_size": 8,
+        },
+        "decoder": "stateless_transducer", "decoder_conf": {"decoder_dim": 16, "context_size": 2},
+        "model": "espnet_rnnt",
+        "model_conf": {"ctc_weight": 0.3, "transducer_loss": "pruned", "prune_range": 3, "joint_net_conf": {"joint_space_size": 16}},
+        "optim": "adam", "optim_conf": {"lr": 0.002},
+        "max_epoch": 1, "batch_type": "unsorted", "batch_size": 4, "num_workers": 0,
+        "best_model_criterion": [["valid", "loss", "min"]], "keep_nbest_models": 1, "seed": 0,
+    }
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    common = asr_train_arguments(train, valid)
+    run_espnet("asr_train", *common, "--collect_stats", "true", "--output_dir", "stats",
+               "--train_shape_file", f"{train}/wav.scp", "--valid_shape_file", f"{valid}/wav.scp", cwd=tmp_path)
+    run_espnet("asr_train", *common, "--output_dir", "exp", "--normalize", "global_mvn",
+               "--normalize_conf", "stats_file=stats/train/feats_stats.npz",
+               "--train_shape_file", "stats/train/speech_shape", "--valid_shape_file", "stats/valid/speech_shape",
+               cwd=tmp_path)
+    state = torch.load(tmp_path / "exp" / "valid.loss.best.pth", map_location="cpu")
+    state["joint_network.lin_out.bias"][0] -= 4.0
+    state["ctc.ctc_lo.bias"][0] -= 4.0
+    torch.save(state, tmp_path / "exp" / "emitting.pth")
+
+    monkeypatch.chdir(tmp_path)  # the config's paths (statistics, token list) are relative, as ESPnet writes them
+    texts = {}
+    for method in ("modified_beam_search", "ctc_prefix_beam"):
+        for mode, options in (("streamed", ["--batch_size", "2", "--piece_ms", "70"]), ("simulated", ["--simulate", "true"])):
+            output = tmp_path / f"decode_{method}_{mode}"
+            assert entry.main([
+                "--asr_train_config", str(tmp_path / "exp" / "config.yaml"), "--asr_model_file",
+                str(tmp_path / "exp" / "emitting.pth"), "--output_dir", str(output),
+                "--data_path_and_name_and_type", f"{valid}/wav.scp,speech,sound", "--decoding_method", method,
+                "--chunk_size", "16", "--left_context_frames", "32", *options,
+            ]) == 0
+            texts[method, mode] = read_kaldi(output / "1best_recog" / "text")
+        assert texts[method, "streamed"] == texts[method, "simulated"]
+        assert sorted(texts[method, "streamed"]) == ["valid00", "valid01", "valid02"]
+        assert all(len(text) >= 2 for text in texts[method, "streamed"].values()), texts

@@ -1,8 +1,7 @@
 """Streaming recognition end to end on in-memory models: audio in arbitrary pieces gives the hypotheses of the
-whole utterance decoded offline; batches of streams; the live API and its errors.
-
-The encoder here is a small stand-in with the streaming Zipformer's interface (``streaming_testing``);
-``test_asr_inference_streaming.py`` runs the real causal Zipformer."""
+whole utterance decoded offline (the encoder's chunked forward, "simulated"); batches of streams; the live API and
+its errors. Encoders: a tiny causal Zipformer, and a small stand-in with its streaming interface
+(``streaming_testing``), which isolates what is built on the encoder."""
 
 import numpy as np
 import pytest
@@ -12,11 +11,12 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.asr.frontend.default import DefaultFrontend
 from espnet2.layers.global_mvn import GlobalMVN
 
+from hybrid_encoders.encoders.zipformer import ZipformerEncoder
 from hybrid_encoders.frontends.kaldi_fbank import KaldiFbankFrontend
 from hybrid_encoders.streaming.recognizer import Recognizer, StreamingDecoder, decode_utterance
 from hybrid_encoders.transducer.model import TransducerASRModel
 from hybrid_encoders.transducer.stateless_decoder import StatelessTransducerDecoder
-from streaming_testing import StandInCausalEncoder
+from streaming_testing import StandInCausalEncoder, one_thread  # noqa: F401 (autouse fixture)
 
 TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "<space>", "<sos/eos>"]
 
@@ -28,27 +28,47 @@ def stats_file(tmp_path):
     return tmp_path / "stats.npz"
 
 
-def make_model(tmp_path, transducer=False, causal=True, kaldi=False):
+def tiny_causal_zipformer(causal=True) -> ZipformerEncoder:
+    """Three stacks (50, 25, 25 Hz), 32 channels; trained chunk sizes 8 and 16 (160 / 320 ms), decodes at 8."""
+    return ZipformerEncoder(
+        80, num_encoder_layers=1, downsampling_factor=[1, 2, 2], encoder_dim=32, encoder_unmasked_dim=32,
+        feedforward_dim=48, num_heads=2, cnn_module_kernel=7, causal=causal, chunk_size=[8, 16],
+        left_context_frames=[32], decode_chunk_size=8,
+    )
+
+
+def make_model(tmp_path, transducer=False, causal=True, kaldi=False, encoder="zipformer"):
     torch.manual_seed(0)
     frontend = KaldiFbankFrontend() if kaldi else DefaultFrontend(n_fft=512, win_length=400, hop_length=160)
+    encoder = tiny_causal_zipformer(causal) if encoder == "zipformer" else StandInCausalEncoder(80, 16, causal=causal)
+    size = encoder.output_size()
     parts = dict(
         vocab_size=len(TOKENS), token_list=TOKENS, frontend=frontend, specaug=None,
-        normalize=None if kaldi else GlobalMVN(stats_file(tmp_path)), preencoder=None,
-        encoder=StandInCausalEncoder(80, 16, causal=causal), postencoder=None,
+        normalize=None if kaldi else GlobalMVN(stats_file(tmp_path)), preencoder=None, encoder=encoder,
+        postencoder=None,
     )
     if transducer:
         decoder = StatelessTransducerDecoder(len(TOKENS), decoder_dim=8, context_size=2, conv_group_size=4)
         model = TransducerASRModel(
-            **parts, decoder=decoder, ctc=CTC(len(TOKENS), 16), joint_network=None, ctc_weight=0.3,
+            **parts, decoder=decoder, ctc=CTC(len(TOKENS), size), joint_network=None, ctc_weight=0.3,
             joint_net_conf={"joint_space_size": 12},
         )
     else:
-        model = ESPnetASRModel(**parts, decoder=None, ctc=CTC(len(TOKENS), 16), joint_network=None, ctc_weight=1.0)
-    with torch.no_grad():  # peaky posteriors: non-trivial hypotheses from a random model
-        for module in (model.ctc.ctc_lo, getattr(model, "joint_network", None) and model.joint_network.lin_out):
-            if module is not None:
-                module.weight.mul_(8.0)
-    return model.eval()
+        model = ESPnetASRModel(**parts, decoder=None, ctc=CTC(len(TOKENS), size), joint_network=None, ctc_weight=1.0)
+    model.eval()
+    with torch.no_grad():
+        # Non-trivial hypotheses from a random model: the output layers see the encoder frames centred and scaled
+        # (a random Zipformer's frames share a large common part), and give peaky posteriors.
+        frames, _ = model.encode(waveform(2.0, 99).unsqueeze(0), torch.tensor([32000]))
+        mean, std = frames[0].mean(0), frames[0].std(0) + 1e-3
+        first_layers = [model.ctc.ctc_lo] + ([model.joint_network.lin_enc] if transducer else [])
+        for layer in first_layers:
+            layer.weight.div_(std)
+            layer.bias.copy_(-layer.weight @ mean)
+        for layer in (model.ctc.ctc_lo,) + ((model.joint_network.lin_out,) if transducer else ()):
+            layer.weight.mul_(8.0)
+            layer.bias.mul_(8.0)
+    return model
 
 
 def waveform(seconds: float, seed: int) -> torch.Tensor:
@@ -72,12 +92,13 @@ def random_pieces(wave: torch.Tensor, rng: np.random.Generator):
 
 
 @pytest.mark.parametrize(
-    "transducer,method,kaldi",
-    [(False, "ctc_greedy", False), (False, "ctc_prefix_beam", True), (True, "rnnt_greedy", False),
-     (True, "modified_beam_search", False), (True, "ctc_prefix_beam", False)],
+    "encoder,transducer,method,kaldi",
+    [("zipformer", False, "ctc_greedy", False), ("zipformer", True, "modified_beam_search", True),
+     ("stand_in", False, "ctc_prefix_beam", True), ("stand_in", True, "rnnt_greedy", False),
+     ("stand_in", True, "modified_beam_search", False), ("stand_in", True, "ctc_prefix_beam", False)],
 )
-def test_live_recognizer_on_random_pieces_gives_the_offline_result(tmp_path, transducer, method, kaldi):
-    model = make_model(tmp_path, transducer=transducer, kaldi=kaldi)
+def test_live_recognizer_on_random_pieces_gives_the_offline_result(tmp_path, encoder, transducer, method, kaldi):
+    model = make_model(tmp_path, transducer=transducer, kaldi=kaldi, encoder=encoder)
     recognizer = Recognizer(model, decoding_method=method, beam_size=3, token_type="char")
     rng = np.random.default_rng(0)
     for seed in (1, 2):
@@ -129,6 +150,8 @@ def test_bad_input_gives_clear_errors(tmp_path):
     recognizer.reset()
     assert recognizer.accept_waveform(np.zeros(0, dtype=np.float32)) == ""
 
+    with pytest.warns(UserWarning, match="decode_chunk_size=24 works, but was not trained for it"):
+        assert Recognizer(model, chunk_size=24).chunk_size == 24  # trained: 8, 16
     with pytest.raises(ValueError, match="is not causal"):
         Recognizer(make_model(tmp_path, causal=False))
     with pytest.raises(ValueError, match="full context can only be simulated"):
