@@ -27,6 +27,7 @@ Pieces may have any size (one sample, 10 ms, a second). Memory is bounded: the b
 next frames need (less than one frame plus one piece).
 """
 
+import copy
 from typing import Optional
 
 import torch
@@ -51,7 +52,9 @@ class StreamingFeatures:
         first_frame_start: sample index where frame 0 starts (negative: it starts in the reflected head).
         reflect_repeats_edge: True for Kaldi's reflection (``x[-1] = x[0]``), False for ``torch.stft``'s
             (``x[-1] = x[1]``).
-        normalize: ESPnet's ``global_mvn`` module of the model, or None.
+        normalize: ESPnet's ``global_mvn`` module of the model, or None (a CPU copy is used).
+
+    Features are computed on the CPU, whatever the model's device (a few frames at a time: not worth a GPU).
 
     Use: :meth:`accept_waveform` with each piece -> the new frames ``(T_new, D)``; :meth:`finalize` -> the last
     frames; :meth:`reset` to start another utterance.
@@ -71,7 +74,7 @@ class StreamingFeatures:
         self.hop_length = hop_length
         self.first_frame_start = first_frame_start
         self.edge = 1 if reflect_repeats_edge else 0
-        self.normalize = normalize
+        self.normalize = copy.deepcopy(normalize).cpu() if normalize is not None else None
         self.reset()
 
     # --- what subclasses define -------------------------------------------------------------------------------
@@ -199,7 +202,7 @@ class EspnetStftFeatures(StreamingFeatures):
     def __init__(self, frontend: DefaultFrontend, normalize: Optional[GlobalMVN]):
         stft = frontend.stft
         self.stft = stft
-        self.logmel = frontend.logmel
+        self.logmel = copy.deepcopy(frontend.logmel).cpu()
         self.dim = frontend.output_size()
         super().__init__(
             sample_rate=frontend.logmel.mel_options["sr"],
