@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from hybrid_encoders.encoders.zipformer import decode_chunking
 from hybrid_encoders.streaming.decoding import CTC_METHODS, Hypothesis, build_search
 from hybrid_encoders.streaming.frontend import TooShortAudioError, streaming_features
 
@@ -53,7 +54,7 @@ def configure_streaming(
     for name in ("preencoder", "postencoder"):
         if getattr(model, name, None) is not None:
             raise ValueError(f"streaming: a model with a {name} is not supported")
-    current_chunk, current_left = _decode_setting(config)
+    current_chunk, current_left = decode_chunking(config)
     chunk_size = current_chunk if chunk_size is None else chunk_size
     left_context_frames = current_left if left_context_frames is None else left_context_frames
     if not simulate and -1 in (chunk_size, left_context_frames):
@@ -64,11 +65,6 @@ def configure_streaming(
     if (chunk_size, left_context_frames) != (current_chunk, current_left):
         encoder.set_streaming(chunk_size, left_context_frames)
     return chunk_size, left_context_frames
-
-
-def _decode_setting(config: dict) -> Tuple[int, int]:
-    chunk, left = config.get("decode_chunk_size"), config.get("decode_left_context_frames")
-    return (config["chunk_size"][0] if chunk is None else chunk, config["left_context_frames"][0] if left is None else left)
 
 
 def choose_method(model: torch.nn.Module, decoding_method: Optional[str] = None, beam_size: int = 4) -> str:
