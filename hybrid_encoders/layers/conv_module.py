@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from hybrid_encoders.layers.depthwise_conv import same_depthwise_conv1d
+from hybrid_encoders.layers.lean_autograd import SILU, activation_dropout_linear
 from hybrid_encoders.layers.export_mode import is_exporting
 
 
@@ -90,5 +91,6 @@ class ConvolutionModule(nn.Module):
         x = nn.functional.glu(x, dim=-1) if self.glu else nn.functional.silu(x)
         if is_exporting() or not mask.all():
             x = x.masked_fill(~mask.transpose(1, 2), 0.0)
-        x = nn.functional.silu(self.depthwise(x.transpose(1, 2)))  # (B, C, T) view of (B, T, C) memory
-        return self.pointwise_conv2(x.transpose(1, 2))
+        x = self.depthwise(x.transpose(1, 2)).transpose(1, 2)  # (B, C, T) view of (B, T, C) memory, and back
+        # Swish -> pointwise conv, keeping only the Swish input for the backward pass (training memory)
+        return activation_dropout_linear(x, SILU, self.pointwise_conv2.weight, self.pointwise_conv2.bias)

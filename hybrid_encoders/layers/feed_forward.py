@@ -1,7 +1,15 @@
-"""Squeezeformer's feed-forward module (paper Sec. 3.3; TF ``FFModule``): Linear d -> 4d, Swish, dropout, Linear."""
+"""Squeezeformer's feed-forward module (paper Sec. 3.3; TF ``FFModule``): Linear d -> 4d, Swish, dropout, Linear.
+
+While training, Swish -> dropout -> Linear runs through
+:func:`~hybrid_encoders.layers.lean_autograd.activation_dropout_linear`: the backward pass keeps the 4d-wide
+pre-activation and a bool dropout mask instead of the pre-activation, a float mask and the dropped activation
+(5 instead of 12 bytes per hidden unit and frame), with the same gradients.
+"""
 
 import torch
 from torch import nn
+
+from hybrid_encoders.layers.lean_autograd import SILU, activation_dropout_linear, dropout_mask
 
 
 class FeedForward(nn.Module):
@@ -17,7 +25,9 @@ class FeedForward(nn.Module):
         super().__init__()
         self.w_1 = nn.Linear(d_model, hidden_units)
         self.w_2 = nn.Linear(hidden_units, d_model)
-        self.dropout = nn.Dropout(dropout_rate)
+        if not 0.0 <= dropout_rate < 1.0:
+            raise ValueError(f"FeedForward: dropout_rate must lie in [0, 1), got {dropout_rate}")
+        self.dropout_rate = dropout_rate
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -29,4 +39,9 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, d_model) -> (B, T, d_model)."""
-        return self.w_2(self.dropout(nn.functional.silu(self.w_1(x))))
+        hidden = self.w_1(x)
+        if not self.training:
+            return self.w_2(nn.functional.silu(hidden))
+        p = self.dropout_rate
+        keep = dropout_mask(hidden, p) if p > 0.0 else None
+        return activation_dropout_linear(hidden, SILU, self.w_2.weight, self.w_2.bias, keep, 1.0 / (1.0 - p))

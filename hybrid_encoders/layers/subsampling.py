@@ -15,7 +15,8 @@ from torch import nn
 
 from hybrid_encoders.layers.bias_norm import BiasNorm
 from hybrid_encoders.layers.export_mode import is_exporting
-from hybrid_encoders.layers.swoosh import SwooshL, SwooshR, scale_initial_weights
+from hybrid_encoders.layers.lean_autograd import activation_conv
+from hybrid_encoders.layers.swoosh import SWOOSH_ACTIVATIONS, SwooshL, SwooshR, scale_initial_weights
 from hybrid_encoders.regularization.balancer import Balancer, ScaleGrad
 from hybrid_encoders.regularization.scheduled_float import FloatLike, ScheduledFloat
 from hybrid_encoders.regularization.skipping import SharedDropout
@@ -247,7 +248,8 @@ class _ConvNeXt(nn.Module):
         if not self.training:
             return self._inference(x)
         y = self.hidden_balancer(self.pointwise_conv1(self.depthwise_conv(x)))
-        y = self.pointwise_conv2(self.activation(y))
+        # SwooshL -> 1x1 conv keeping only the pre-activation for backward (the widest tensor of the embed)
+        y = activation_conv(y, SWOOSH_ACTIVATIONS["swoosh_l"], self.pointwise_conv2)
         drop_rate = float(self.layerdrop_rate)
         if drop_rate != 0.0:
             y = y * (torch.rand(x.size(0), 1, 1, 1, device=x.device) > drop_rate).to(y.dtype)

@@ -2,19 +2,27 @@
 
     SwooshR(x) = log(1 + exp(x - 1)) - 0.08 x - 0.313261687      (SwooshR(0) = 0)
     SwooshL(x) = log(1 + exp(x - 4)) - 0.08 x - 0.035
+    derivative: sigmoid(x - offset) - 0.08
 
-Plain PyTorch (``softplus``); icefall calls fused k2 kernels that agree to ~1e-6.
+Plain PyTorch (``softplus``); icefall calls fused k2 kernels that agree to ~1e-6. While a gradient is needed, the
+activations save only their input (:func:`~hybrid_encoders.layers.lean_autograd.pointwise`), and
+:class:`SwooshLinear` saves only its input and a small dropout mask
+(:func:`~hybrid_encoders.layers.lean_autograd.activation_dropout_linear`), recomputing the activation in the backward
+pass; gradients are those of the plain formulation.
 
 :class:`ScaledLinear` is ``nn.Linear`` with icefall's "initial scale" initialisation (weights scaled down, small
 uniform bias); :class:`SwooshLinear` applies a Swoosh, a dropout shared along one axis, then a scaled linear map
 (icefall's ActivationDropoutAndLinear: its parameters sit directly on the module as ``weight`` and ``bias``).
 """
 
+from typing import Tuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hybrid_encoders.layers.inference_cache import cached_until_changed
+from hybrid_encoders.layers.lean_autograd import Activation, activation_dropout_linear, pointwise
 from hybrid_encoders.regularization.scheduled_float import FloatLike
 from hybrid_encoders.regularization.skipping import SharedDropout
 
@@ -29,20 +37,35 @@ def _swoosh_without_constant(x: torch.Tensor, offset: float) -> torch.Tensor:
     return out.sub(x, alpha=_SLOPE) if out.requires_grad else out.sub_(x, alpha=_SLOPE)
 
 
-def _swoosh(x: torch.Tensor, activation: str) -> torch.Tensor:
+def _swoosh_activation(activation: str) -> Activation:
     offset, constant = _SWOOSH[activation]
-    out = _swoosh_without_constant(x, offset)
-    return out - constant if out.requires_grad else out.sub_(constant)
+
+    def value(x: torch.Tensor) -> torch.Tensor:
+        return _swoosh_without_constant(x, offset).sub_(constant)
+
+    def value_and_derivative(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        shifted = x - offset
+        derivative = torch.sigmoid(shifted).sub_(_SLOPE)
+        return F.softplus(shifted).sub_(x, alpha=_SLOPE).sub_(constant), derivative
+
+    return Activation(activation, value, value_and_derivative)
+
+
+SWOOSH_ACTIVATIONS = {name: _swoosh_activation(name) for name in _SWOOSH}
+
+
+def _swoosh(x: torch.Tensor, activation: Activation) -> torch.Tensor:
+    return pointwise(x, activation) if x.requires_grad else activation.value(x)
 
 
 def swoosh_l(x: torch.Tensor) -> torch.Tensor:
     """SwooshL, elementwise."""
-    return _swoosh(x, "swoosh_l")
+    return _swoosh(x, SWOOSH_ACTIVATIONS["swoosh_l"])
 
 
 def swoosh_r(x: torch.Tensor) -> torch.Tensor:
     """SwooshR, elementwise."""
-    return _swoosh(x, "swoosh_r")
+    return _swoosh(x, SWOOSH_ACTIVATIONS["swoosh_r"])
 
 
 class SwooshL(nn.Module):
@@ -104,6 +127,7 @@ class SwooshLinear(nn.Module):
         super().__init__()
         if activation not in _SWOOSH:
             raise ValueError(f"SwooshLinear: activation must be one of {sorted(_SWOOSH)}, got {activation!r}")
+        self.activation = SWOOSH_ACTIVATIONS[activation]
         self.offset, self.constant = _SWOOSH[activation]
         self.initial_scale = initial_scale
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
@@ -117,9 +141,10 @@ class SwooshLinear(nn.Module):
         scale_initial_weights(self, self.initial_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = _swoosh_without_constant(x, self.offset)
         if self.training:  # the folded constant must go through the dropout with the rest of the activation
-            return F.linear(self.dropout(hidden - self.constant), self.weight, self.bias)
+            keep, keep_scale = self.dropout.keep_mask(x)
+            return activation_dropout_linear(x, self.activation, self.weight, self.bias, keep, keep_scale)
+        hidden = _swoosh_without_constant(x, self.offset)
         return F.linear(hidden, self.weight, self._folded_bias())
 
     def _folded_bias(self) -> torch.Tensor:

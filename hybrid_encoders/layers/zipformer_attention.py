@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from hybrid_encoders.layers.export_mode import is_exporting
+from hybrid_encoders.layers.lean_autograd import TANH
+from hybrid_encoders.layers.lean_autograd import gate as lean_gate
 from hybrid_encoders.layers.swoosh import ScaledLinear
 from hybrid_encoders.regularization.balancer import Balancer, penalize_abs_values_gt
 from hybrid_encoders.regularization.scheduled_float import FloatLike, ScheduledFloat, whitening_schedule
@@ -264,7 +266,7 @@ class NonlinAttention(nn.Module):
     def project(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(B, T, C) -> the gated values ``x * tanh(s)`` and the multiplier ``y``, both (B, T, hidden)."""
         gate, values, multiplier = self.in_proj(x).chunk(3, dim=-1)
-        return self.whiten1(values) * torch.tanh(self.balancer(gate)), multiplier
+        return lean_gate(self.whiten1(values), self.balancer(gate), TANH), multiplier  # saves no tanh output
 
     def attend(self, values: torch.Tensor, multiplier: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Gated values (B, K, hidden) of the key frames, multiplier (B, T, hidden), weights (B, T, K) -> (B, T, C)."""

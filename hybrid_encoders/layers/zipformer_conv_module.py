@@ -12,6 +12,8 @@ from torch import nn
 
 from hybrid_encoders.layers.chunk_causal_conv import ChunkCausalDepthwiseConv1d
 from hybrid_encoders.layers.depthwise_conv import same_depthwise_conv1d
+from hybrid_encoders.layers.lean_autograd import SIGMOID
+from hybrid_encoders.layers.lean_autograd import gate as lean_gate
 from hybrid_encoders.layers.swoosh import SwooshLinear
 from hybrid_encoders.regularization.balancer import Balancer
 from hybrid_encoders.regularization.scheduled_float import ScheduledFloat, whitening_schedule
@@ -69,7 +71,7 @@ class ZipformerConvModule(nn.Module):
         projected = self.in_proj(x)
         if self.training:
             values, gate = projected.chunk(2, dim=-1)
-            gated = values * torch.sigmoid(self.balancer1(gate))
+            gated = lean_gate(values, self.balancer1(gate), SIGMOID)  # saves no sigmoid output for backward
         else:
             gated = F.glu(projected, dim=-1)  # first half * sigmoid(second half), one fused op
         if key_padding_mask is not None:

@@ -8,11 +8,12 @@
 All return their input unchanged (or ``None`` masks) outside training, so inference pays nothing.
 """
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from hybrid_encoders.layers.lean_autograd import dropout_mask
 from hybrid_encoders.regularization.scheduled_float import FloatLike
 
 
@@ -45,14 +46,17 @@ class SharedDropout(nn.Module):
         self.p = p
         self.shared_dim = shared_dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def keep_mask(self, x: torch.Tensor) -> Tuple[Optional[torch.Tensor], float]:
+        """``(keep, keep_scale)`` for ``x``: a bool mask of size 1 along ``shared_dim`` and ``1 / (1 - p)``;
+        ``(None, 1.0)`` outside training or when ``p == 0``."""
         p = float(self.p)
         if not self.training or p == 0.0:
-            return x
-        shape = list(x.shape)
-        shape[self.shared_dim] = 1
-        keep = (torch.rand(shape, device=x.device) > p).to(x.dtype)
-        return x * (keep / (1.0 - p))
+            return None, 1.0
+        return dropout_mask(x, p, self.shared_dim), 1.0 / (1.0 - p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep, keep_scale = self.keep_mask(x)
+        return x if keep is None else x * (keep.to(x.dtype) * keep_scale)
 
 
 def feature_masks(

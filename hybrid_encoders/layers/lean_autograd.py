@@ -1,0 +1,282 @@
+"""Autograd functions that keep less for the backward pass than their plain formulation, with the same gradients.
+
+Training memory is dominated by what autograd saves between forward and backward. The plain formulation of
+``linear(dropout(activation(x)))`` saves three tensors of the hidden width: the activation's input, the dropout mask
+(float on CPU) and the linear map's input. Pointwise activations are cheap to recompute, so these functions save only
+their inputs (plus a bool dropout mask) and recompute the rest in the backward pass (icefall's
+``ActivationDropoutAndLinear`` idea; its int8 quantised derivatives are not used here, so gradients stay exact):
+
+=====================================  ====================================  ======================================
+function                               plain formulation saves               this saves
+=====================================  ====================================  ======================================
+:func:`activation_dropout_linear`      ``x``, float mask, ``dropout(f(x))``  ``x``, bool mask (or none)
+:func:`activation_conv`                ``x``, ``f(x)``                       ``x``
+:func:`gate`                           ``values``, ``gate``, ``f(gate)``     ``values``, ``gate``
+:func:`pointwise`                      an intermediate of ``f`` (some)       ``x``
+:func:`dropout`, :class:`Dropout`      float mask (CPU)                      bool mask
+=====================================  ====================================  ======================================
+
+``x``, ``values`` and ``gate`` are usually slices of a projection that is saved anyway (by a Balancer, say), so they
+cost nothing extra. Only the backward pass pays: one recomputation of a pointwise function.
+
+Autocast: a linear map inside runs in autocast's dtype as ``F.linear`` would (weights cast on the fly); the backward
+pass computes in the dtype of the incoming gradient and returns each gradient in its input's dtype, as autograd does
+through autocast's casts.
+
+All functions are for training (a tensor that needs a gradient); callers keep their plain path for inference.
+"""
+
+import dataclasses
+from typing import Callable, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Tensor = torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class Activation:
+    """A pointwise function and its derivative, both elementwise on a tensor.
+
+    Args:
+        name: for messages.
+        value: ``f(x)``.
+        value_and_derivative: ``(f(x), f'(x))`` in one pass (the backward pass needs both).
+    """
+
+    name: str
+    value: Callable[[Tensor], Tensor]
+    value_and_derivative: Callable[[Tensor], Tuple[Tensor, Tensor]]
+
+
+def _silu_and_derivative(x: Tensor) -> Tuple[Tensor, Tensor]:
+    sigmoid = torch.sigmoid(x)
+    value = x * sigmoid
+    return value, sigmoid * (1.0 + x * (1.0 - sigmoid))
+
+
+def _sigmoid_and_derivative(x: Tensor) -> Tuple[Tensor, Tensor]:
+    sigmoid = torch.sigmoid(x)
+    return sigmoid, sigmoid * (1.0 - sigmoid)
+
+
+def _tanh_and_derivative(x: Tensor) -> Tuple[Tensor, Tensor]:
+    tanh = torch.tanh(x)
+    return tanh, 1.0 - tanh * tanh
+
+
+SILU = Activation("silu", F.silu, _silu_and_derivative)
+SIGMOID = Activation("sigmoid", torch.sigmoid, _sigmoid_and_derivative)
+TANH = Activation("tanh", torch.tanh, _tanh_and_derivative)
+
+
+def _apply_mask(x: Tensor, keep: Optional[Tensor], keep_scale: float) -> Tensor:
+    """``x * keep * keep_scale`` with a bool (or 0/1) ``keep`` broadcastable to ``x``; ``x`` when ``keep`` is None."""
+    if keep is None:
+        return x
+    return x * (keep.to(x.dtype) * keep_scale)
+
+
+class _ActivationDropoutLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, activation, keep, keep_scale):
+        ctx.activation, ctx.keep_scale = activation, keep_scale
+        ctx.save_for_backward(x, weight, bias, keep)
+        return F.linear(_apply_mask(activation.value(x), keep, keep_scale), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, bias, keep = ctx.saved_tensors
+        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+        hidden, derivative = ctx.activation.value_and_derivative(x)
+        compute = grad.dtype  # autocast's dtype when the forward ran under autocast
+        grad_x = grad_weight = grad_bias = None
+        if need_weight:
+            hidden = _apply_mask(hidden, keep, ctx.keep_scale).to(compute)
+            rows = grad.reshape(-1, grad.size(-1))
+            grad_weight = (rows.t() @ hidden.reshape(-1, hidden.size(-1))).to(weight.dtype)
+        if need_bias:
+            grad_bias = grad.reshape(-1, grad.size(-1)).sum(dim=0).to(bias.dtype)
+        if need_x:
+            grad_hidden = grad @ weight.to(compute)
+            grad_x = _apply_mask(grad_hidden * derivative.to(compute), keep, ctx.keep_scale).to(x.dtype)
+        return grad_x, grad_weight, grad_bias, None, None, None
+
+
+def activation_dropout_linear(
+    x: Tensor,
+    activation: Activation,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    keep: Optional[Tensor] = None,
+    keep_scale: float = 1.0,
+) -> Tensor:
+    """``F.linear(f(x) * keep * keep_scale, weight, bias)``, saving only ``x`` and ``keep`` for the backward pass.
+
+    Args:
+        x: (..., in_features) pre-activations.
+        activation: the pointwise function f.
+        weight: (out_features, in_features); bias: (out_features,) or None.
+        keep: dropout mask, bool (or 0/1 float), broadcastable to ``x`` (e.g. (B, 1, in_features) for a mask shared
+            over time); None: no dropout.
+        keep_scale: factor of the kept values, ``1 / (1 - p)`` for inverted dropout.
+
+    Returns:
+        (..., out_features). Without a gradient to compute (inference, export) it is the plain formula.
+    """
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))):
+        return F.linear(_apply_mask(activation.value(x), keep, keep_scale), weight, bias)
+    return _ActivationDropoutLinear.apply(x, weight, bias, activation, keep, keep_scale)
+
+
+class _ActivationConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, activation, conv):
+        ctx.activation, ctx.conv = activation, conv
+        ctx.save_for_backward(x, weight)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        convolve = {3: F.conv1d, 4: F.conv2d}[weight.dim()]
+        return convolve(activation.value(x), weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        conv = ctx.conv
+        hidden, derivative = ctx.activation.value_and_derivative(x)
+        compute = grad.dtype
+        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+        has_bias = ctx.bias_dtype is not None
+        grad_hidden, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad, hidden.to(compute), weight.to(compute), [weight.size(0)] if has_bias else None,
+            conv.stride, conv.padding, conv.dilation, False, [0] * len(conv.stride), conv.groups,
+            [need_x, need_weight, need_bias and has_bias],
+        )  # fmt: skip
+        grad_x = (grad_hidden * derivative.to(compute)).to(x.dtype) if need_x else None
+        grad_weight = grad_weight.to(weight.dtype) if need_weight else None
+        grad_bias = grad_bias.to(ctx.bias_dtype) if need_bias and has_bias else None
+        return grad_x, grad_weight, grad_bias, None, None
+
+
+def activation_conv(x: Tensor, activation: Activation, conv: nn.Module) -> Tensor:
+    """``conv(f(x))`` for an ``nn.Conv1d`` / ``nn.Conv2d`` with numeric padding, saving only ``x`` for the backward
+    pass (which recomputes ``f(x)`` and calls the convolution's own backward kernel; no second convolution).
+
+    Args:
+        x: the convolution's pre-activation input, (B, C_in, ...).
+        activation: the pointwise function f.
+        conv: the convolution module (its weight, bias, stride, padding, dilation and groups are used).
+
+    Returns:
+        ``conv(f(x))``. Without a gradient to compute (inference, export) it is the plain formula.
+    """
+    if not isinstance(conv, (nn.Conv1d, nn.Conv2d)) or isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+        raise ValueError(f"activation_conv: needs an nn.Conv1d/Conv2d with numeric zero padding, got {conv!r}")
+    if not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in conv.parameters()))):
+        return conv(activation.value(x))
+    return _ActivationConv.apply(x, conv.weight, conv.bias, activation, conv)
+
+
+class _Gate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, values, gate, activation):
+        ctx.activation = activation
+        ctx.save_for_backward(values, gate)
+        return values * activation.value(gate)
+
+    @staticmethod
+    def backward(ctx, grad):
+        values, gate = ctx.saved_tensors
+        gated, derivative = ctx.activation.value_and_derivative(gate)
+        grad_values = (grad * gated).to(values.dtype) if ctx.needs_input_grad[0] else None
+        grad_gate = (grad * values * derivative).to(gate.dtype) if ctx.needs_input_grad[1] else None
+        return grad_values, grad_gate, None
+
+
+def gate(values: Tensor, gate_input: Tensor, activation: Activation) -> Tensor:
+    """``values * f(gate_input)`` (a GLU-style gate), saving only the two inputs, not ``f(gate_input)``.
+
+    Without a gradient to compute (inference, export) it is the plain formula.
+
+    Args:
+        values, gate_input: tensors of one shape (typically two slices of one projection, which share storage).
+        activation: f, e.g. :data:`SIGMOID` or :data:`TANH`.
+    """
+    if not (torch.is_grad_enabled() and (values.requires_grad or gate_input.requires_grad)):
+        return values * activation.value(gate_input)
+    return _Gate.apply(values, gate_input, activation)
+
+
+class _Pointwise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, activation):
+        ctx.activation = activation
+        ctx.save_for_backward(x)
+        return activation.value(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return (grad * ctx.activation.value_and_derivative(x)[1]).to(x.dtype), None
+
+
+def pointwise(x: Tensor, activation: Activation) -> Tensor:
+    """``f(x)`` saving only ``x`` (which an earlier function often saves already), not an intermediate of ``f``."""
+    return _Pointwise.apply(x, activation)
+
+
+class _Dropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, keep, keep_scale):
+        ctx.keep_scale = keep_scale
+        ctx.save_for_backward(keep)
+        return _apply_mask(x, keep, keep_scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (keep,) = ctx.saved_tensors
+        return _apply_mask(grad, keep, ctx.keep_scale), None, None
+
+
+def dropout_mask(x: Tensor, p: float, shared_dim: Optional[int] = None) -> Tensor:
+    """A bool keep-mask for inverted dropout of ``x`` with drop probability ``p`` (``True`` = kept).
+
+    Args:
+        shared_dim: an axis along which the mask is shared (size 1 there, broadcast), or None for one draw per
+            element. The draw is ``torch.rand(shape) > p``.
+    """
+    shape = list(x.shape)
+    if shared_dim is not None:
+        shape[shared_dim] = 1
+    return torch.rand(shape, device=x.device) > p
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout that saves a bool mask (1 byte an element) instead of a float one (PyTorch's CPU dropout
+    saves a float mask, 4 bytes an element). Identity when not training or ``p == 0``."""
+    if not training or p == 0.0:
+        return x
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout: p must lie in [0, 1), got {p}")
+    return _Dropout.apply(x, dropout_mask(x, p), 1.0 / (1.0 - p))
+
+
+class Dropout(nn.Module):
+    """``nn.Dropout`` (same ``p``, same expectation) through :func:`dropout`: a bool mask is saved, not a float one.
+
+    Args:
+        p: drop probability in [0, 1).
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must lie in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

@@ -1,0 +1,233 @@
+"""Memory-lean autograd functions: the gradients of the plain formulation, less saved for the backward pass."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hybrid_encoders.layers.feed_forward import FeedForward
+from hybrid_encoders.layers.lean_autograd import (
+    SIGMOID,
+    SILU,
+    TANH,
+    Dropout,
+    activation_conv,
+    activation_dropout_linear,
+    dropout,
+    gate,
+    pointwise,
+)
+from hybrid_encoders.layers.swoosh import SWOOSH_ACTIVATIONS, SwooshLinear
+
+ACTIVATIONS = {
+    "silu": (SILU, F.silu),
+    "sigmoid": (SIGMOID, torch.sigmoid),
+    "tanh": (TANH, torch.tanh),
+    # the Swoosh formulas written out independently of swoosh.py
+    "swoosh_l": (SWOOSH_ACTIVATIONS["swoosh_l"], lambda x: F.softplus(x - 4.0) - 0.08 * x - 0.035),
+    "swoosh_r": (SWOOSH_ACTIVATIONS["swoosh_r"], lambda x: F.softplus(x - 1.0) - 0.08 * x - 0.313261687),
+}
+
+
+def saved_bytes(function, *args, exclude=()) -> int:
+    """Bytes of the distinct storages autograd saves for the backward pass of ``function(*args)``, without ``args``
+    and ``exclude`` (inputs and parameters are kept alive by their owners anyway)."""
+    leaves = {tensor.untyped_storage().data_ptr() for tensor in (*args, *exclude)}
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in leaves:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        function(*args)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+@pytest.mark.parametrize("mask", ["none", "shared", "full"])
+def test_activation_dropout_linear_gradcheck_against_plain_formula(name, mask):
+    activation, plain = ACTIVATIONS[name]
+    generator = torch.Generator().manual_seed(0)
+    x = (3 * torch.randn(2, 5, 6, generator=generator, dtype=torch.float64)).requires_grad_()
+    weight = torch.randn(4, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, generator=generator, dtype=torch.float64, requires_grad=True)
+    shape = {"none": None, "shared": (2, 1, 6), "full": (2, 5, 6)}[mask]
+    keep = None if shape is None else torch.rand(shape, generator=generator) > 0.3
+    scale = 1.0 if keep is None else 1 / 0.7
+
+    def lean(x, weight, bias):
+        return activation_dropout_linear(x, activation, weight, bias, keep, scale)
+
+    def reference(x, weight, bias):
+        hidden = plain(x) if keep is None else plain(x) * keep.double() * scale
+        return F.linear(hidden, weight, bias)
+
+    torch.testing.assert_close(lean(x, weight, bias), reference(x, weight, bias), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lean, (x, weight, bias))
+    grad = torch.randn(2, 5, 4, generator=generator, dtype=torch.float64)
+    expected = torch.autograd.grad(reference(x, weight, bias), (x, weight, bias), grad)
+    actual = torch.autograd.grad(lean(x, weight, bias), (x, weight, bias), grad)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
+def test_activation_dropout_linear_without_bias_and_frozen_weight():
+    x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 6, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: activation_dropout_linear(x, SILU, weight, None), (x,))
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+def test_gate_gradcheck_against_plain_formula(name):
+    activation, plain = ACTIVATIONS[name]
+    projected = torch.randn(2, 7, 8, dtype=torch.float64, requires_grad=True)
+
+    def lean(projected):
+        values, gate_input = projected.chunk(2, dim=-1)
+        return gate(values, gate_input, activation)
+
+    values, gate_input = projected.chunk(2, dim=-1)
+    torch.testing.assert_close(lean(projected), values * plain(gate_input), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lean, (projected,))
+
+
+@pytest.mark.parametrize("name", ["swoosh_l", "swoosh_r", "silu"])
+def test_pointwise_gradcheck_against_plain_formula(name):
+    activation, plain = ACTIVATIONS[name]
+    x = (4 * torch.randn(3, 9, dtype=torch.float64)).requires_grad_()
+    torch.testing.assert_close(pointwise(x, activation), plain(x), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x: pointwise(x, activation), (x,))
+
+
+def test_dropout_keeps_expectation_and_masks_its_gradient():
+    torch.manual_seed(0)
+    x = torch.ones(4000, 8, requires_grad=True)
+    out = dropout(x, 0.25, training=True)
+    kept = out != 0
+    assert 0.7 < kept.float().mean() < 0.8
+    torch.testing.assert_close(out[kept], torch.full_like(out[kept], 1 / 0.75))
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.75)
+    assert dropout(x, 0.25, training=False) is x
+    with pytest.raises(ValueError, match="p must lie in"):
+        Dropout(1.0)
+
+
+def test_dropout_saves_a_bool_mask_only():
+    x = torch.randn(16, 64, requires_grad=True)
+    assert saved_bytes(lambda x: dropout(x, 0.1, True), x) == 16 * 64  # one byte per element
+    assert saved_bytes(lambda x: F.dropout(x, 0.1, True), x) == 4 * 16 * 64  # PyTorch's CPU dropout: float mask
+
+
+def test_lean_functions_save_less_than_the_plain_formulation():
+    x = torch.randn(4, 50, 32, requires_grad=True)
+    weight = torch.randn(8, 32, requires_grad=True)
+    keep = torch.rand(4, 50, 32) > 0.1
+    hidden_bytes = 4 * x.numel()
+
+    def plain(x):
+        return F.linear(F.dropout(F.silu(x), 0.1, True), weight)
+
+    # the plain formulation: the dropout's float mask and the linear's input at least
+    assert saved_bytes(plain, x, exclude=[weight]) >= 2 * hidden_bytes
+
+    def lean(x):
+        return activation_dropout_linear(x, SILU, weight, None, keep, 1 / 0.9)
+
+    assert saved_bytes(lean, x, exclude=[weight]) == keep.numel()  # x is a leaf here: only the bool mask is new
+
+    projection = torch.randn(4, 50, 64, requires_grad=True)
+
+    def plain_gate(p):
+        values, g = (p * 1.0).chunk(2, dim=-1)
+        return values * torch.sigmoid(g)
+
+    def lean_gate(p):
+        values, g = (p * 1.0).chunk(2, dim=-1)
+        return gate(values, g, SIGMOID)
+
+    assert saved_bytes(lean_gate, projection) == 4 * projection.numel()  # the projection's storage only
+    sigmoid_bytes = 4 * projection.numel() // 2
+    assert saved_bytes(plain_gate, projection) == 4 * projection.numel() + sigmoid_bytes
+
+
+def test_modules_use_the_lean_path_in_training():
+    torch.manual_seed(0)
+    ff = FeedForward(16, 64, dropout_rate=0.1).train()
+    x = torch.randn(2, 30, 16, requires_grad=True)
+    hidden = 2 * 30 * 64
+    # w_1's input (a leaf here), the pre-activation and a bool mask; the plain path adds a float mask and the
+    # dropped activation
+    assert saved_bytes(ff, x, exclude=list(ff.parameters())) == 4 * hidden + hidden
+    swoosh = SwooshLinear(64, 16, "swoosh_l", dropout=0.1, dropout_shared_dim=1).train()
+    h = torch.randn(2, 30, 64, requires_grad=True)
+    assert saved_bytes(swoosh, h, exclude=list(swoosh.parameters())) == 2 * 64  # the (B, 1, C) bool mask; h is a leaf
+
+
+def test_feed_forward_training_matches_plain_formulation_with_the_same_mask():
+    torch.manual_seed(0)
+    ff = FeedForward(16, 64, dropout_rate=0.2).train()
+    x = torch.randn(2, 30, 16, requires_grad=True)
+    torch.manual_seed(1)
+    out = ff(x)
+    torch.manual_seed(1)
+    keep = torch.rand(2, 30, 64) > 0.2  # the draw FeedForward makes
+    expected = ff.w_2(F.silu(ff.w_1(x)) * keep / 0.8)
+    torch.testing.assert_close(out, expected)
+    grads = torch.autograd.grad(out.square().sum(), [x, *ff.parameters()])
+    expected_grads = torch.autograd.grad(expected.square().sum(), [x, *ff.parameters()])
+    for actual, wanted in zip(grads, expected_grads):
+        torch.testing.assert_close(actual, wanted, rtol=1e-5, atol=1e-6)
+    ff.eval()
+    torch.testing.assert_close(ff(x), ff.w_2(F.silu(ff.w_1(x))))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_activation_dropout_linear_under_autocast_matches_autocast_of_plain_formula(dtype):
+    torch.manual_seed(0)
+    x = torch.randn(2, 20, 32, requires_grad=True)
+    weight = torch.randn(16, 32, requires_grad=True)
+    bias = torch.randn(16, requires_grad=True)
+    keep = torch.rand(2, 1, 32) > 0.2
+    with torch.autocast("cpu", dtype=dtype):
+        hidden = torch.nn.functional.linear(x, torch.eye(32)) * 2  # an autocast-dtype input, as in a model
+        out = activation_dropout_linear(hidden, SWOOSH_ACTIVATIONS["swoosh_l"], weight, bias, keep, 1.25)
+        reference = F.linear((F.softplus(hidden - 4.0) - 0.08 * hidden - 0.035) * keep * 1.25, weight, bias)
+    assert out.dtype == reference.dtype == dtype
+    torch.testing.assert_close(out, reference, rtol=2e-2, atol=2e-2)
+    grads = torch.autograd.grad(out.float().square().sum(), (x, weight, bias), retain_graph=True)
+    expected = torch.autograd.grad(reference.float().square().sum(), (x, weight, bias))
+    for actual, wanted in zip(grads, expected):
+        assert actual.dtype == wanted.dtype == torch.float32
+        assert torch.isfinite(actual).all()
+        torch.testing.assert_close(actual, wanted, rtol=5e-2, atol=5e-2 * float(wanted.abs().max()))
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        torch.nn.Conv2d(3, 4, kernel_size=1),
+        torch.nn.Conv2d(4, 4, kernel_size=(3, 5), padding=(1, 2), groups=4),
+        torch.nn.Conv2d(3, 5, kernel_size=3, stride=(1, 2), bias=False),
+        torch.nn.Conv1d(4, 6, kernel_size=3, stride=2, padding=1),
+    ],
+)
+def test_activation_conv_gradcheck_against_plain_formula(conv):
+    activation, plain = ACTIVATIONS["swoosh_l"]
+    conv = conv.double()
+    x = (3 * torch.randn(2, conv.in_channels, *([7, 9][: conv.weight.dim() - 2]), dtype=torch.float64)).requires_grad_()
+    parameters = list(conv.parameters())
+
+    def lean(x, *_parameters):
+        return activation_conv(x, activation, conv)
+
+    torch.testing.assert_close(lean(x), conv(plain(x)), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lean, (x, *parameters))
+    assert saved_bytes(lambda x: activation_conv(x, activation, conv), x, exclude=parameters) == 0  # x only
+
+
+def test_activation_conv_rejects_string_padding():
+    with pytest.raises(ValueError, match="numeric zero padding"):
+        activation_conv(torch.randn(1, 2, 5), SILU, torch.nn.Conv1d(2, 2, 3, padding="same"))
