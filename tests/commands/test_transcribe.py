@@ -1,5 +1,5 @@
 """``hybrid-encoders transcribe``: offline and streaming give the same text; partial results; real-time pace; bad
-input. The model is the stand-in causal model of ``tests/streaming`` (loaded in place of the files)."""
+input. The model is the tiny causal Zipformer model of ``tests/streaming`` (loaded in place of the files)."""
 
 import argparse
 import sys
@@ -13,6 +13,7 @@ import hybrid_encoders.streaming.recognizer as recognizer_module
 from hybrid_encoders.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "streaming"))
+from streaming_testing import one_thread  # noqa: E402,F401 (autouse fixture)
 from test_recognizer import make_model, waveform  # noqa: E402
 
 
