@@ -30,9 +30,11 @@ from hybrid_encoders.encoders.config import (
     require_probability,
     resolve_config,
 )
+from hybrid_encoders.layers.checkpointing import checkpointed
 from hybrid_encoders.layers.conv_module import ConvolutionModule, DepthwiseConvNorm
 from hybrid_encoders.layers.export_mode import is_exporting
 from hybrid_encoders.layers.feed_forward import FeedForward
+from hybrid_encoders.layers.lean_autograd import Dropout
 from hybrid_encoders.layers.masking import check_encoder_input, make_pad_mask, raise_too_short
 from hybrid_encoders.layers.rel_attention import RelPositionMultiHeadedAttention
 from hybrid_encoders.layers.rel_positional import RelPositionalEncoding
@@ -68,7 +70,7 @@ class SqueezeformerBlock(nn.Module):
         self.feed_forward2_scale = ScaleBias(d_model)
         self.feed_forward2 = FeedForward(d_model, linear_units, dropout_rate)
         self.feed_forward2_norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)  # saves a bool mask for backward, not a float one
 
     def reset_parameters(self) -> None:
         for module in self.children():
@@ -118,6 +120,9 @@ class SqueezeformerEncoder(AbsEncoder):
             must run at the full frame rate (not inside the reduced stretch).
         interctc_use_conditioning: add ``conditioning_layer(ctc.softmax(h))`` back to those outputs (self-conditioned
             CTC); ESPnet's ``ESPnetASRModel`` creates ``encoder.conditioning_layer``.
+        activation_checkpointing: keep only each block's input for the backward pass and recompute its activations
+            there (:mod:`hybrid_encoders.layers.checkpointing`): most of the training memory of the blocks for about
+            one more forward pass, same random draws and gradients. Default False.
     """
 
     NAME = "squeezeformer"
@@ -137,6 +142,7 @@ class SqueezeformerEncoder(AbsEncoder):
         "time_recover_idx": None,
         "interctc_layer_idx": [],
         "interctc_use_conditioning": False,
+        "activation_checkpointing": False,
     }
 
     # Paper Table 3 / TF configs squeezeformer-{XS,...,L}.yml; all use 4 d feed-forward, kernel 31 and the default
@@ -168,6 +174,7 @@ class SqueezeformerEncoder(AbsEncoder):
         time_recover_idx: Optional[int] = None,
         interctc_layer_idx: Optional[List[int]] = None,
         interctc_use_conditioning: Optional[bool] = None,
+        activation_checkpointing: Optional[bool] = None,
         **extra_config,
     ):
         super().__init__()
@@ -186,6 +193,7 @@ class SqueezeformerEncoder(AbsEncoder):
             time_recover_idx=time_recover_idx,
             interctc_layer_idx=interctc_layer_idx,
             interctc_use_conditioning=interctc_use_conditioning,
+            activation_checkpointing=activation_checkpointing,
             **extra_config,
         )
         if not isinstance(input_size, int) or input_size <= 0:
@@ -200,7 +208,7 @@ class SqueezeformerEncoder(AbsEncoder):
         # x sqrt(d) before the dropout and pre-LN as in TF/NeMo; with a LayerNorm next it only changes the LN's
         # effective epsilon, but it is kept for exactness.
         self.xscale = math.sqrt(d_model)
-        self.input_dropout = nn.Dropout(config["dropout_rate"])
+        self.input_dropout = Dropout(config["dropout_rate"])
         self.pre_ln = nn.LayerNorm(d_model)
         self.pos_enc = RelPositionalEncoding(d_model)
         self.encoders = nn.ModuleList(self._build_block(index, config) for index in range(config["num_blocks"]))
@@ -213,6 +221,7 @@ class SqueezeformerEncoder(AbsEncoder):
             self.time_reduce_idx = self.time_recover_idx = None
         self.interctc_layer_idx = list(config["interctc_layer_idx"])
         self.interctc_use_conditioning = config["interctc_use_conditioning"]
+        self.activation_checkpointing = config["activation_checkpointing"]
         self.conditioning_layer = None
 
     # ----- configuration ---------------------------------------------------------------------------------------
@@ -374,7 +383,7 @@ class SqueezeformerEncoder(AbsEncoder):
             elif index == self.time_recover_idx:
                 skip, mask, pos_emb = saved
                 x = self.time_recovery(x, skip)
-            x = block(x, mask, pos_emb)
+            x = checkpointed(block, x, mask, pos_emb, enabled=self.activation_checkpointing)
             if index + 1 in self.interctc_layer_idx:
                 intermediate_outs.append((index + 1, x))
                 if self.interctc_use_conditioning:

@@ -25,6 +25,7 @@ from torch import nn
 from hybrid_encoders.encoders.config import reject_unknown, require_length, require_positive, resolve_config
 from hybrid_encoders.layers.bias_norm import BiasNorm
 from hybrid_encoders.layers.bypass import BypassModule
+from hybrid_encoders.layers.checkpointing import checkpointed
 from hybrid_encoders.layers.compact_rel_positional import CompactRelPositionalEncoding
 from hybrid_encoders.layers.export_mode import is_exporting
 from hybrid_encoders.layers.masking import check_encoder_input, make_pad_mask, raise_too_short
@@ -95,6 +96,8 @@ DEFAULTS = {
     "left_context_frames": [64, 128, 256, -1],
     "decode_chunk_size": None,
     "decode_left_context_frames": None,
+    # recompute each layer's activations in the backward pass instead of keeping them (per stack, or one bool)
+    "activation_checkpointing": False,
 }
 
 PER_STACK_KEYS = (
@@ -239,6 +242,8 @@ class ZipformerStack(nn.Module):
         warmup_begin, warmup_end: batch counts over which the layer-drop rates anneal, layer by layer, from 0.5 to
             ``final_layerdrop_rate``.
         final_layerdrop_rate: layer-drop rate after warm-up.
+        activation_checkpointing: keep only each layer's input for the backward pass and recompute the rest there
+            (:mod:`hybrid_encoders.layers.checkpointing`; same random draws, same gradients).
 
     Shapes: ``forward(x (B, T, C), key_padding_mask (B, T), feature_mask (B, 1, C) or None, chunk_size,
     left_context_chunks) -> (B, T, C)``; chunk_size in this stack's frames (-1: full context).
@@ -252,6 +257,7 @@ class ZipformerStack(nn.Module):
         warmup_begin: float,
         warmup_end: float,
         final_layerdrop_rate: float,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.encoder_pos = CompactRelPositionalEncoding(pos_dim, dropout_rate=0.15)
@@ -260,6 +266,7 @@ class ZipformerStack(nn.Module):
         for index, stacked in enumerate(self.layers):
             begin = warmup_begin + index * delta
             stacked.bypass.skip_rate = ScheduledFloat((begin, 0.5), (begin + delta, final_layerdrop_rate))
+        self.activation_checkpointing = activation_checkpointing
 
     def forward(
         self,
@@ -274,7 +281,9 @@ class ZipformerStack(nn.Module):
         if feature_mask is not None:
             x = x * feature_mask
         for layer in self.layers:
-            x = layer(x, pos_emb, key_padding_mask, attn_mask, chunk_size)
+            x = checkpointed(
+                layer, x, pos_emb, key_padding_mask, attn_mask, chunk_size, enabled=self.activation_checkpointing
+            )
             if feature_mask is not None:
                 x = x * feature_mask
         return x
@@ -344,6 +353,7 @@ class ZipformerStacks(nn.Module):
                 warmup_begin=warmup * (i + 1) / (num_stacks + 1),
                 warmup_end=warmup * (i + 2) / (num_stacks + 1),
                 final_layerdrop_rate=0.035 * factor**0.5,
+                activation_checkpointing=config["activation_checkpointing"][i],
             )
             # icefall wraps only the downsampled stacks, which gives stack 0 no ".encoder." infix in its keys
             stacks.append(stack if factor == 1 else DownsampledZipformerStack(stack, self.encoder_dim[i], factor))
@@ -420,6 +430,10 @@ def _validate(config: dict) -> dict:
         raise ValueError(f"{NAME}: dropout_schedule rates must lie in [0, 1), got {schedule}")
     require_positive(NAME, "warmup_batches", config["warmup_batches"])
     require_positive(NAME, "schedule_batch_scale", config["schedule_batch_scale"])
+    checkpointing = config["activation_checkpointing"]
+    checkpointing = [checkpointing] * len(factors) if isinstance(checkpointing, bool) else list(checkpointing)
+    require_length(NAME, "activation_checkpointing", checkpointing, len(factors), "downsampling_factor")
+    config["activation_checkpointing"] = checkpointing
     for key in ("chunk_size", "left_context_frames"):
         config[key] = [config[key]] if isinstance(config[key], int) else list(config[key])
         if not config[key]:
@@ -478,6 +492,9 @@ class ZipformerEncoder(AbsEncoder):
         decode_chunk_size, decode_left_context_frames: the fixed setting of evaluation (``forward`` in eval mode,
             "simulated streaming") and of :meth:`forward_streaming`; None: the first entry of each list. A value
             not in the training lists works, with a warning (also :meth:`set_streaming`).
+        activation_checkpointing: recompute the layers' activations in the backward pass instead of keeping them, a
+            bool for every stack or a list with one per stack. Saves most of the training memory of those stacks
+            for about one more forward pass; same random draws and gradients. Default False.
 
     Shapes: ``forward(xs_pad (B, T, input_size), ilens (B,))`` ->
     ``(B, T', max(encoder_dim))``, ``olens = ((ilens - 7) // 2 + 1) // 2``, ``T' = max(olens)``.
@@ -506,6 +523,7 @@ class ZipformerEncoder(AbsEncoder):
         left_context_frames: Optional[Union[int, Sequence[int]]] = None,
         decode_chunk_size: Optional[int] = None,
         decode_left_context_frames: Optional[int] = None,
+        activation_checkpointing: Optional[Union[bool, Sequence[bool]]] = None,
         **unknown,
     ):
         super().__init__()
