@@ -5,7 +5,10 @@ machine):
 
 * input: ``batch`` random N(0, 1) feature sequences of ``round(length_s * frame_rate_hz)`` frames, all full length;
 * inference: ``model.eval()`` under ``torch.no_grad()``; training: ``model.train()``, forward, backward of the mean
-  square of the output (gradients are dropped after each step, the optimizer step is not timed);
+  square of the output (gradients are dropped after each step, the optimizer step is not timed). Every training step
+  starts from the same seed of torch's and Python's generators, so the random skips, dropouts and regularisers
+  draw alike in every run (and the memory probe is repeatable), and models with training schedules (Zipformer's,
+  ours or icefall's) are put at schedule position ``batch_count``;
 * per (length, mode): ``warmup`` untimed runs of every encoder, one memory probe per encoder, then ``runs`` timed rounds
   in which the encoders take turns (A B C A B C ...), so a slow phase of the machine hits all of them alike;
 * every run records wall time and process CPU time. A timed run whose CPU/wall ratio is below ``min_cpu_ratio`` (or,
@@ -27,6 +30,7 @@ import dataclasses
 import datetime
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -61,7 +65,9 @@ class Settings:
         max_retries: repetitions of one disturbed run at most.
         flops_only: count FLOPs and parameters only, no timing or memory.
         matmul_size: side of the square fp32 matmul that measures the machine's GFLOP/s (0: do not measure).
-        seed: seed of the random inputs.
+        seed: seed of the random inputs, and of the generators at the start of every training step.
+        batch_count: schedule position (optimizer steps) of models with training schedules (Zipformer): 0 is the
+            first step, where skips, dropout and regularisers run at their highest rates; icefall's settle by 20000.
     """
 
     lengths_s: Sequence[float] = (5.0, 10.0, 30.0, 60.0)
@@ -78,6 +84,7 @@ class Settings:
     flops_only: bool = False
     matmul_size: int = 2048
     seed: int = 0
+    batch_count: int = 0
 
     def __post_init__(self):
         self.lengths_s = [float(length) for length in self.lengths_s]
@@ -85,7 +92,7 @@ class Settings:
         for key in ("batch", "threads", "runs", "feature_dim"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("warmup", "max_retries", "matmul_size"):
+        for key in ("warmup", "max_retries", "matmul_size", "batch_count"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if not self.lengths_s or min(self.lengths_s) <= 0:
@@ -194,16 +201,30 @@ def _output(result) -> torch.Tensor:
     return xs[0] if isinstance(xs, (tuple, list)) else xs
 
 
+def set_batch_count(model: torch.nn.Module, batch_count: int) -> None:
+    """Put a model's training schedules at ``batch_count``: its ``set_batch_count`` method if it has one (the icefall
+    wrapper), else its ``batch_count`` buffer (ours, loaded so that the step counter restarts from it); a no-op for
+    models without schedules."""
+    if hasattr(model, "set_batch_count"):
+        model.set_batch_count(batch_count)
+    elif "batch_count" in model.state_dict():
+        model.load_state_dict({"batch_count": torch.tensor(batch_count, dtype=torch.int64)}, strict=False)
+
+
 class _Step:
     """One inference forward or one training step of a model on fixed inputs."""
 
-    def __init__(self, model: torch.nn.Module, mode: str, xs: torch.Tensor, ilens: torch.Tensor):
-        self.model, self.mode, self.xs, self.ilens = model, mode, xs, ilens
+    def __init__(self, model: torch.nn.Module, mode: str, xs: torch.Tensor, ilens: torch.Tensor, seed: int = 0):
+        self.model, self.mode, self.xs, self.ilens, self.seed = model, mode, xs, ilens, seed
 
     def prepare(self):
-        """Put the model in the mode's state and drop old gradients (outside the timed region)."""
+        """Put the model in the mode's state, drop old gradients and, for training, seed torch's and Python's
+        generators (outside the timed region)."""
         self.model.train(self.mode == TRAINING)
         self.model.zero_grad(set_to_none=True)
+        if self.mode == TRAINING:
+            torch.manual_seed(self.seed)
+            random.seed(self.seed)
 
     def __call__(self) -> torch.Tensor:
         if self.mode == INFERENCE:
@@ -407,6 +428,7 @@ class Benchmark:
         models, encoders = {}, []
         for candidate in self.candidates:
             model = candidate.build(settings.feature_dim).to(settings.device)
+            set_batch_count(model, settings.batch_count)
             models[candidate.label] = model
             encoders.append({"label": candidate.label, **candidate.info, "params": count_parameters(model)})
             self.log(f"built {candidate.label}: {encoders[-1]['params']:,} parameters")
@@ -434,7 +456,7 @@ class Benchmark:
             for mode in settings.modes:
                 cell = {"encoder": label, "length_s": length_s, "frames": frames, "batch": settings.batch, "mode": mode}
                 cell.update(status="ok", note="", runs=[])
-                step = _Step(model, mode, xs, ilens)
+                step = _Step(model, mode, xs, ilens, settings.seed)
                 step.prepare()
                 counted = _guarded(cell, lambda: count_flops(step), settings.device)
                 if counted is not None:

@@ -9,13 +9,18 @@ config would build it, so the plugin's encoders are measured as ESPnet users get
   claim is about; its training cells therefore time that structure, not the multi-branch training form;
 * ESPnet's ``conformer`` and ``e_branchformer`` at the sizes of ESPnet's LibriSpeech recipes (the ``encoder_conf`` of
   the configs named in :data:`ESPNET_PRESETS`), the baselines our encoders are compared with.
+
+A name may carry ``encoder_conf`` overrides after ``+``: ``zipformer:m+activation_checkpointing=true`` measures
+Zipformer-M with activation checkpointing next to the plain one (values are read as YAML).
 """
 
 import dataclasses
+import json
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import yaml
 
 PLUGIN = "hybrid-encoders"
 ESPNET = "espnet"
@@ -112,21 +117,24 @@ class EncoderSpec:
         name: ESPnet encoder choice (``encoder:`` in a training config), e.g. ``conformer``, ``zipformer``.
         preset: preset name (ours: the encoder's ``PRESETS`` key; ESPnet's: a key of :data:`ESPNET_PRESETS`).
         source: :data:`PLUGIN` or :data:`ESPNET`.
+        options: ``encoder_conf`` overrides, ``((key, value), ...)`` (from ``name:preset+key=value``).
     """
 
     name: str
     preset: str
     source: str
+    options: Tuple[Tuple[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
-        return f"{self.name}:{self.preset}"
+        extra = "".join(f"+{key}={json.dumps(value, separators=(',', ':'))}" for key, value in self.options)
+        return f"{self.name}:{self.preset}{extra}"
 
     def config(self) -> dict:
         """The ``encoder_conf`` this spec is built with (without ``input_size``)."""
         if self.source == ESPNET:
-            return dict(ESPNET_PRESETS[self.name][self.preset])
-        return {"preset": self.preset, **PLUGIN_BENCH_OVERRIDES.get(self.name, {})}
+            return {**ESPNET_PRESETS[self.name][self.preset], **dict(self.options)}
+        return {"preset": self.preset, **PLUGIN_BENCH_OVERRIDES.get(self.name, {}), **dict(self.options)}
 
 
 def encoder_names() -> List[str]:
@@ -157,13 +165,28 @@ def plugin_presets(name: str) -> List[str]:
     return list(presets)
 
 
+def _parse_options(text: str, parts: Sequence[str]) -> Tuple[Tuple[str, Any], ...]:
+    options = []
+    for part in parts:
+        key, equals, value = part.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(
+                f"--encoders: '{part}' in '{text}' is not key=value (e.g. zipformer:m+activation_checkpointing=true)"
+            )
+        options.append((key.strip(), yaml.safe_load(value)))
+    return tuple(options)
+
+
 def parse_encoder(text: str) -> EncoderSpec:
-    """Parse ``name[:preset]`` into an :class:`EncoderSpec`, validating both names.
+    """Parse ``name[:preset][+key=value ...]`` into an :class:`EncoderSpec`, validating both names.
 
     Raises:
-        ValueError: unknown encoder name (lists the valid ones) or unknown preset (lists the encoder's presets).
+        ValueError: unknown encoder name (lists the valid ones), unknown preset (lists the encoder's presets), or an
+            override that is not ``key=value``. Unknown keys fail when the encoder is built, naming the key.
     """
-    name, _, preset = text.strip().partition(":")
+    base, *option_parts = text.strip().split("+")
+    options = _parse_options(text, option_parts)
+    name, _, preset = base.partition(":")
     name = name.lower()
     if name in ESPNET_PRESETS:
         preset = preset or ESPNET_DEFAULT_PRESETS[name]
@@ -177,7 +200,7 @@ def parse_encoder(text: str) -> EncoderSpec:
         raise ValueError(f"--encoders: unknown encoder '{name}' in '{text}'; valid encoders: {', '.join(encoder_names())}")
     if preset not in valid:
         raise ValueError(f"--encoders: unknown preset '{preset}' for encoder '{name}'; valid presets: {', '.join(valid)}")
-    return EncoderSpec(name=name, preset=preset, source=source)
+    return EncoderSpec(name=name, preset=preset, source=source, options=options)
 
 
 def parse_encoders(texts: Optional[Sequence[str]]) -> Tuple[List[EncoderSpec], List[str]]:

@@ -112,9 +112,50 @@ def markdown_table(result: dict) -> str:
                 "; ".join(notes).replace("|", "/"),
             ]
             lines.append("| " + " | ".join(row) + " |")
+    lines += training_comparison(result)
     if result.get("memory_note"):
         lines += ["", result["memory_note"]]
     return "\n".join(lines) + "\n"
+
+
+def _share(cell: Optional[dict], other: Optional[dict], key: str) -> str:
+    if not cell or not other or not cell.get(key) or not other.get(key):
+        return ""
+    return f"{cell[key] / other[key]:.2f}"
+
+
+def training_comparison(result: dict) -> List[str]:
+    """Training step time and peak memory of each encoder relative to the one it is compared with: its reference
+    implementation (``compare_with`` in the encoder's info: icefall's Zipformer for ours, NeMo's Squeezeformer for
+    ours) or else the first encoder. Empty when nothing was measured in training mode."""
+    cells = _cells(result)
+    baseline = result["encoders"][0]["label"]
+    rows = []
+    for encoder in result["encoders"]:
+        other = encoder.get("compare_with", baseline)
+        if other == encoder["label"] or "reference_for" in encoder:  # a reference is what the others are compared with
+            continue
+        for length in result["settings"]["lengths_s"]:
+            cell = cells.get((encoder["label"], length, TRAINING))
+            reference = cells.get((other, length, TRAINING))
+            if not cell or "median_s" not in cell or not reference or "median_s" not in reference:
+                continue
+            rows.append(
+                f"| {encoder['label']} | {other} | {length:g} | {_seconds(cell)} | {_seconds(reference)} "
+                f"| {_share(cell, reference, 'median_s')} | {_megabytes(cell)} | {_megabytes(reference)} "
+                f"| {_share(cell, reference, 'peak_bytes')} |"
+            )
+    if not rows:
+        return []
+    return [
+        "",
+        "Training step (forward + backward) against the implementation each encoder is compared with:",
+        "",
+        "| encoder | compared with | length (s) | training s | its training s | time × | peak MB | its peak MB "
+        "| memory × |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
 
 
 def _plot(result: dict, path: pathlib.Path, title: str, ylabel: str, value) -> Optional[pathlib.Path]:

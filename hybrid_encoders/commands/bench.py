@@ -50,6 +50,58 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--out", type=pathlib.Path, help="output folder (default: bench_results/<date-time>)")
     parser.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only")
     parser.add_argument("--flops-only", action="store_true", help="count FLOPs and parameters only, no timing")
+    parser.add_argument(
+        "--batch-count",
+        type=int,
+        default=0,
+        help="schedule position (optimizer steps) of encoders with training schedules: Zipformer, ours and icefall's "
+        "(default: %(default)s, the first step)",
+    )
+    parser.add_argument(
+        "--reference-icefall",
+        metavar="PATH",
+        help=f"an icefall checkout: also measure icefall's own Zipformer-{REFERENCE_PRESETS['zipformer']} "
+        "(egs/librispeech/ASR/zipformer), which our zipformer rows are then compared with",
+    )
+    parser.add_argument(
+        "--reference-nemo",
+        metavar="PATH",
+        help="a NeMo checkout (with NeMo's ASR dependencies installed): also measure NeMo's own Squeezeformer-"
+        f"{REFERENCE_PRESETS['squeezeformer'].upper()}, which our squeezeformer rows are then compared with",
+    )
+
+
+# the size of each reference implementation: the preset of ours it is built like
+REFERENCE_PRESETS = {"zipformer": "m", "squeezeformer": "sm"}
+
+
+def reference_candidates(args: argparse.Namespace, notes: list) -> list:
+    """Candidates for ``--reference-icefall`` / ``--reference-nemo`` (built lazily, like ours)."""
+    from hybrid_encoders.bench.harness import Candidate
+    from hybrid_encoders.bench import reference
+
+    candidates = []
+    if args.reference_icefall:
+        preset = REFERENCE_PRESETS["zipformer"]
+        candidates.append(
+            Candidate(
+                label=f"icefall:zipformer-{preset}",
+                build=lambda _: reference.build_icefall_zipformer(args.reference_icefall, preset, notes),
+                info={"name": "icefall_zipformer", "preset": preset, "source": args.reference_icefall,
+                      "reference_for": "zipformer"},
+            )
+        )
+    if args.reference_nemo:
+        preset = REFERENCE_PRESETS["squeezeformer"]
+        candidates.append(
+            Candidate(
+                label=f"nemo:squeezeformer-{preset}",
+                build=lambda _: reference.build_nemo_squeezeformer(args.reference_nemo, preset),
+                info={"name": "nemo_squeezeformer", "preset": preset, "source": args.reference_nemo,
+                      "reference_for": "squeezeformer", "config": reference.nemo_squeezeformer_config(preset)},
+            )
+        )
+    return candidates
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             min_cpu_ratio=args.min_cpu_ratio,
             max_retries=args.max_retries,
             flops_only=args.flops_only,
+            batch_count=args.batch_count,
         )
     except ValueError as error:
         print(f"hybrid-encoders bench: error: {error}", file=sys.stderr)
@@ -87,12 +140,22 @@ def run(args: argparse.Namespace) -> int:
         )
         for spec in specs
     ]
+    references = reference_candidates(args, notes)
+    for candidate in candidates:  # ours are compared with the reference implementation of their family
+        for reference_candidate in references:
+            if candidate.info["name"] == reference_candidate.info["reference_for"]:
+                candidate.info["compare_with"] = reference_candidate.label
+    candidates += references
     out = args.out or pathlib.Path("bench_results") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
 
     def write(result: dict, plots: bool):
         return write_report({**result, "notes": notes}, out, plots=plots)
 
-    result = Benchmark(candidates, settings).run(on_length=lambda partial: write(partial, plots=False))
+    try:
+        result = Benchmark(candidates, settings).run(on_length=lambda partial: write(partial, plots=False))
+    except ValueError as error:  # a bad --encoders override or --reference-* checkout, found when building
+        print(f"hybrid-encoders bench: error: {error}", file=sys.stderr)
+        return 2
     written = write(result, plots=not args.no_plots)
     print(markdown_table(result))
     print("wrote " + ", ".join(str(path) for path in written), file=sys.stderr)
