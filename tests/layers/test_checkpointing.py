@@ -142,3 +142,10 @@ def test_checkpointed_call_replays_python_and_torch_draws():
 
 def _stacks(encoder):
     return [getattr(stack, "encoder", stack) for stack in encoder.encoder.encoders]
+
+
+def test_zipformer_checkpointing_under_bf16_autocast_matches_the_plain_autocast_run():
+    plain, lean = build_pair(ZipformerEncoder, ZIPFORMER_TINY, activation_checkpointing=True)
+    xs, ilens = torch.randn(2, 50, 80), torch.tensor([50, 41])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert_same_step(plain, lean, range(2), xs, ilens)
