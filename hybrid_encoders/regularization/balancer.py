@@ -200,16 +200,16 @@ def limit_param_value(
 class _PenalizeAbsFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, limit, penalty):
-        ctx.save_for_backward(x)
-        ctx.limit_penalty = (limit, penalty)
+        # the penalty's gradient is penalty * sign(x) where |x| > limit: kept as int8 (1 byte an element, not a copy
+        # of x; the attention scores it guards are the largest tensors of Zipformer's layers)
+        ctx.save_for_backward(torch.where(x.abs() > limit, x.sign(), 0).to(torch.int8))
+        ctx.penalty = penalty
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        limit, penalty = ctx.limit_penalty
-        over = (x.abs() > limit).to(grad.dtype)
-        return grad + penalty * x.sign().to(grad.dtype) * over, None, None
+        (direction,) = ctx.saved_tensors
+        return grad + ctx.penalty * direction.to(grad.dtype), None, None
 
 
 def penalize_abs_values_gt(x: torch.Tensor, limit: float, penalty: float) -> torch.Tensor:

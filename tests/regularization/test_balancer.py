@@ -67,3 +67,19 @@ def test_scale_grad_limit_param_value_and_penalty():
     torch.testing.assert_close(s.grad, torch.tensor([1 + 1e-4, 1 - 1e-4, 1.0]))
     with pytest.raises(ValueError):
         limit_param_value(p, 1.0, 0.0, prob=1.0)
+
+
+def test_penalty_gradient_equals_the_auxiliary_loss_and_keeps_one_byte_an_element():
+    torch.manual_seed(0)
+    scores = (40 * torch.randn(2, 3, 50, 50)).requires_grad_()
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append((t.dtype, t.numel())) or t, lambda t: t):
+        out = penalize_abs_values_gt(scores, limit=25.0, penalty=1e-4)
+    assert kept == [(torch.int8, scores.numel())]
+    grad = torch.randn_like(scores)
+    (actual,) = torch.autograd.grad(out, scores, grad)
+    # the gradient of <out, grad> + 1e-4 * sum(relu(|s| - 25))
+    reference = scores.detach().requires_grad_()
+    loss = (reference * grad).sum() + 1e-4 * torch.relu(reference.abs() - 25.0).sum()
+    (expected,) = torch.autograd.grad(loss, reference)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-7)
