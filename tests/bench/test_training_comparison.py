@@ -176,3 +176,25 @@ def test_training_comparison_pairs_each_encoder_with_its_reference():
     fields = [field.strip() for field in rows[0].strip("|").split("|")]
     assert fields[1] == "icefall:zipformer-m" and fields[5] == "0.50" and fields[8] == "0.78"
     assert json.dumps(result)  # JSON-ready
+
+
+def test_live_memory_fixes_the_mmap_threshold_once_and_says_so(monkeypatch):
+    from hybrid_encoders.bench import harness
+
+    calls = []
+    monkeypatch.setattr(harness, "fix_mmap_threshold", lambda threshold: calls.append(threshold) or True)
+    settings = Settings(lengths_s=(0.3,), runs=1, warmup=0, matmul_size=0, modes=(TRAINING,), live_memory=True)
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(80, 4)
+
+        def forward(self, xs, ilens, prev_states=None):
+            return self.linear(xs), ilens, None
+
+    candidate = harness.Candidate("linear", lambda input_size: Linear())
+    result = harness.Benchmark([candidate], settings, log=lambda line: None).run()
+    assert calls == [harness.LIVE_MEMORY_MMAP_THRESHOLD] and "live memory" in result["memory_note"]
+    (cell,) = result["cells"]
+    assert cell["peak_bytes"] is not None  # still measured
