@@ -127,10 +127,8 @@ class HybridformerEncoder(SqueezeformerEncoder):
         if isinstance(layout, str):
             require_choice(cls.NAME, "attention_types", layout, ATTENTION_LAYOUTS)
             config["attention_types"] = [cls._layout_type(layout, index, config) for index in range(num_blocks)]
-        elif isinstance(layout, (list, tuple)):
+        else:  # a list: resolve_config has checked the type
             config["attention_types"] = list(layout)
-        else:
-            raise ValueError(f"{cls.NAME}: attention_types must be a list or one of {list(ATTENTION_LAYOUTS)}")
         heads = config["attention_heads"]
         if config["linear_attention_rope_dim"] is None and isinstance(heads, int) and heads > 0:
             config["linear_attention_rope_dim"] = config["output_size"] // heads // 2
@@ -156,14 +154,11 @@ class HybridformerEncoder(SqueezeformerEncoder):
 
     @classmethod
     def _per_block(cls, config: Dict[str, Any], key: str, value: Sequence) -> List[list]:
-        """One list for every block -> ``num_blocks`` copies; a list of lists -> checked for its length."""
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{cls.NAME}: {key} must be a list or a list of per-block lists, got {value!r}")
+        """One list for every block -> ``num_blocks`` copies; a list of lists -> checked for its length (which of the
+        two it is, and nothing mixed, resolve_config has checked against the constructor's annotation)."""
         if value and all(isinstance(entry, (list, tuple)) for entry in value):
             require_length(cls.NAME, key, value, config["num_blocks"], "num_blocks")
             return [list(entry) for entry in value]
-        if any(isinstance(entry, (list, tuple)) for entry in value):
-            raise ValueError(f"{cls.NAME}: {key} mixes numbers and lists: {value!r}")
         return [list(value) for _ in range(config["num_blocks"])]
 
     @classmethod
@@ -178,7 +173,7 @@ class HybridformerEncoder(SqueezeformerEncoder):
         require_positive(name, "linear_attention_rope_theta", config["linear_attention_rope_theta"])
         d_k = config["output_size"] // config["attention_heads"]
         rope_dim = config["linear_attention_rope_dim"]
-        if not isinstance(rope_dim, int) or isinstance(rope_dim, bool) or not 0 <= rope_dim <= d_k or rope_dim % 2:
+        if not 0 <= rope_dim <= d_k or rope_dim % 2:
             raise ValueError(
                 f"{name}: linear_attention_rope_dim must be an even int in [0, d_k={d_k}] (0 = no RoPE), "
                 f"got {rope_dim!r}"
@@ -191,9 +186,6 @@ class HybridformerEncoder(SqueezeformerEncoder):
         for kernels, alphas in zip(config["nsr_rep_list"], config["nsr_rep_alphas"]):
             check_branch_kernels(name, "nsr_rep_list", kernels, kernel)
             require_length(name, "nsr_rep_alphas", alphas, len(kernels), "nsr_rep_list")
-            for alpha in alphas:
-                if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-                    raise ValueError(f"{name}: nsr_rep_alphas entries must be numbers, got {alpha!r}")
 
     # ----- construction hooks ----------------------------------------------------------------------------------
 

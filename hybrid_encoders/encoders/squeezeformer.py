@@ -23,7 +23,8 @@ from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from torch import nn
 
 from hybrid_encoders.encoders.config import (
-    require_choice,
+    check_types,
+    constructor_types,
     require_divisible,
     require_odd,
     require_positive,
@@ -35,7 +36,7 @@ from hybrid_encoders.layers.conv_module import ConvolutionModule, DepthwiseConvN
 from hybrid_encoders.layers.export_mode import is_exporting
 from hybrid_encoders.layers.feed_forward import FeedForward
 from hybrid_encoders.layers.lean_autograd import Dropout
-from hybrid_encoders.layers.masking import check_encoder_input, make_pad_mask, raise_too_short
+from hybrid_encoders.layers.masking import make_pad_mask, prepare_encoder_input, raise_too_short
 from hybrid_encoders.layers.rel_attention import RelPositionMultiHeadedAttention
 from hybrid_encoders.layers.rel_positional import RelPositionalEncoding
 from hybrid_encoders.layers.scale_bias import ScaleBias
@@ -196,8 +197,8 @@ class SqueezeformerEncoder(AbsEncoder):
             activation_checkpointing=activation_checkpointing,
             **extra_config,
         )
-        if not isinstance(input_size, int) or input_size <= 0:
-            raise ValueError(f"{self.NAME}: input_size must be a positive int, got {input_size!r}")
+        check_types(self.NAME, {"input_size": input_size}, constructor_types(type(self)))
+        require_positive(self.NAME, "input_size", input_size)
         config = self.build_config(preset, **given)
         self.config = config
         self.input_size = input_size
@@ -234,7 +235,7 @@ class SqueezeformerEncoder(AbsEncoder):
         Raises:
             ValueError: unknown preset or key, or an invalid value (the message names the key).
         """
-        config = resolve_config(cls.NAME, cls.PRESETS, cls.DEFAULTS, preset, given)
+        config = resolve_config(cls.NAME, cls.PRESETS, cls.DEFAULTS, preset, given, constructor_types(cls))
         cls._complete_config(config)
         cls._validate_config(config)
         return config
@@ -242,9 +243,8 @@ class SqueezeformerEncoder(AbsEncoder):
     @classmethod
     def _complete_config(cls, config: Dict[str, Any]) -> None:
         """Fill in the defaults that depend on other keys (in place)."""
-        for key in ("output_size", "num_blocks"):
-            if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] <= 0:
-                raise ValueError(f"{cls.NAME}: {key} must be a positive int, got {config[key]!r}")
+        for key in ("output_size", "num_blocks"):  # the types are checked already (resolve_config)
+            require_positive(cls.NAME, key, config[key])
         d_model, num_blocks = config["output_size"], config["num_blocks"]
         if config["linear_units"] is None:
             config["linear_units"] = 4 * d_model
@@ -262,16 +262,12 @@ class SqueezeformerEncoder(AbsEncoder):
         """Raise a ValueError naming the first invalid key; subclasses call ``super()`` and check their own keys."""
         name = cls.NAME
         for key in ("attention_heads", "linear_units", "cnn_module_kernel", "subsampling_channels"):
-            if not isinstance(config[key], int) or isinstance(config[key], bool):
-                raise ValueError(f"{name}: {key} must be an int, got {config[key]!r}")
             require_positive(name, key, config[key])
         require_divisible(name, "output_size", config["output_size"], "attention_heads", config["attention_heads"])
         require_divisible(name, "output_size", config["output_size"], "2 (sinusoidal positions)", 2)
         require_odd(name, "cnn_module_kernel", config["cnn_module_kernel"])
         for key in ("dropout_rate", "attention_dropout_rate"):
             require_probability(name, key, config[key])
-        for key in ("conv_glu", "temporal_unet", "interctc_use_conditioning"):
-            require_choice(name, key, config[key], [True, False])
         num_blocks = config["num_blocks"]
         if config["temporal_unet"]:
             reduce_idx, recover_idx = config["time_reduce_idx"], config["time_recover_idx"]
@@ -361,7 +357,7 @@ class SqueezeformerEncoder(AbsEncoder):
             TooShortUttError: an input has fewer frames than the subsampling needs (ESPnet's exception).
             ValueError: wrong feature size or dimensions, NaN/Inf in valid frames, inconsistent lengths.
         """
-        check_encoder_input(xs_pad, ilens, self.input_size, self.NAME)
+        xs_pad = prepare_encoder_input(xs_pad, ilens, self.input_size, self.NAME, next(self.parameters()).dtype)
         if self.interctc_use_conditioning and self.interctc_layer_idx and ctc is None:
             raise ValueError(f"{self.NAME}: interctc_use_conditioning needs the ctc module passed to forward()")
         raise_too_short(self.NAME, ilens, self.embed.min_input_length)

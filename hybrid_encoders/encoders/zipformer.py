@@ -22,13 +22,20 @@ import torch.nn.functional as F
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from torch import nn
 
-from hybrid_encoders.encoders.config import reject_unknown, require_length, require_positive, resolve_config
+from hybrid_encoders.encoders.config import (
+    check_types,
+    constructor_types,
+    reject_unknown,
+    require_length,
+    require_positive,
+    resolve_config,
+)
 from hybrid_encoders.layers.bias_norm import BiasNorm
 from hybrid_encoders.layers.bypass import BypassModule
 from hybrid_encoders.layers.checkpointing import checkpointed
 from hybrid_encoders.layers.compact_rel_positional import CompactRelPositionalEncoding
 from hybrid_encoders.layers.export_mode import is_exporting
-from hybrid_encoders.layers.masking import check_encoder_input, make_pad_mask, raise_too_short
+from hybrid_encoders.layers.masking import make_pad_mask, prepare_encoder_input, raise_too_short
 from hybrid_encoders.layers.simple_resampling import SimpleDownsample, SimpleUpsample
 from hybrid_encoders.layers.subsampling import build_subsampling
 from hybrid_encoders.layers.zipformer_attention import NonlinAttention, RelPositionAttentionWeights, SelfAttention
@@ -528,6 +535,8 @@ class ZipformerEncoder(AbsEncoder):
     ):
         super().__init__()
         reject_unknown(NAME, unknown, ["preset", *DEFAULTS])
+        check_types(NAME, {"input_size": input_size}, constructor_types(type(self)))
+        require_positive(NAME, "input_size", input_size)
         given = dict(locals())
         for name in ("self", "__class__", "input_size", "preset", "unknown"):
             given.pop(name, None)
@@ -551,7 +560,7 @@ class ZipformerEncoder(AbsEncoder):
     @staticmethod
     def build_config(preset: Optional[str] = None, **given) -> dict:
         """The complete, validated configuration for ``preset`` and explicit values (None = not given)."""
-        return _validate(resolve_config(NAME, PRESETS, DEFAULTS, preset, given))
+        return _validate(resolve_config(NAME, PRESETS, DEFAULTS, preset, given, constructor_types(ZipformerEncoder)))
 
     def output_size(self) -> int:
         return max(self.config["encoder_dim"])
@@ -668,7 +677,7 @@ class ZipformerEncoder(AbsEncoder):
             TooShortUttError: an input shorter than 9 frames (the embed's minimum).
             ValueError: wrong shape or feature size, NaN/Inf input.
         """
-        check_encoder_input(xs_pad, ilens, self.input_size, NAME)
+        xs_pad = prepare_encoder_input(xs_pad, ilens, self.input_size, NAME, next(self.parameters()).dtype)
         raise_too_short(NAME, ilens, self.encoder_embed.min_input_length)
         if self.training:
             self._count_optimizer_step()

@@ -13,6 +13,7 @@ from hybrid_encoders.convert.icefall_zipformer import (
     load_icefall_encoder,
 )
 from hybrid_encoders.encoders.zipformer import ZipformerEncoder
+from hybrid_encoders.layers.masking import make_pad_mask
 
 from conftest import causal_two_stacks, golden_path, icefall_zipformer_m_keys
 
@@ -22,6 +23,13 @@ def golden():
     return torch.load(golden_path("zipformer_icefall_tiny.pt"))
 
 
+def _network(encoder, x, x_lens):
+    """Embed + stacks on ``x`` as it is. icefall's outputs depend on the padding's values (the golden batch has random
+    padding); ``encoder.forward`` zeroes the padding first (padding never leaks), so the network is compared here."""
+    embed, embed_lens = encoder.encoder_embed(x, x_lens)
+    return encoder.encoder(embed, embed_lens, make_pad_mask(embed_lens, embed.size(1)))
+
+
 def test_golden_equivalence_embed_and_encoder(golden):
     encoder, conf = load_icefall_encoder(golden["state_dict"], icefall_args=golden["config"])
     encoder.eval()
@@ -29,12 +37,18 @@ def test_golden_equivalence_embed_and_encoder(golden):
     expected = golden["output"]
     with torch.no_grad():
         embed, embed_lens = encoder.encoder_embed(x, x_lens)
-        out, olens, _ = encoder(x, x_lens)
+        out, olens = _network(encoder, x, x_lens)
+        public, public_lens, _ = encoder(x, x_lens)
+        zero_padded = x.masked_fill(make_pad_mask(x_lens, x.size(1)).unsqueeze(-1), 0.0)
+        expected_public, _ = _network(encoder, zero_padded, x_lens)
     assert embed_lens.tolist() == expected["embed_lens"].tolist()
     torch.testing.assert_close(embed, expected["embed_out"], rtol=0, atol=1e-5)
-    assert olens.tolist() == expected["encoder_out_lens"].tolist()
+    assert olens.tolist() == public_lens.tolist() == expected["encoder_out_lens"].tolist()
     assert out.shape == expected["encoder_out"].shape
     torch.testing.assert_close(out, expected["encoder_out"], rtol=0, atol=1e-5)
+    # the public forward: icefall's network on the zero-padded batch; the full-length utterance is icefall's exactly
+    torch.testing.assert_close(public, expected_public, rtol=0, atol=1e-6)
+    torch.testing.assert_close(public[0], expected["encoder_out"][0], rtol=0, atol=1e-5)
 
 
 def test_converter_writes_espnet_loadable_files(golden, tmp_path):
@@ -124,7 +138,7 @@ def test_espnet_init_param_loading_reproduces_icefall(golden, tmp_path):
     model.encoder = ZipformerEncoder(80, **conf)
     load_pretrained_model(str(written["weights"]), model, ignore_init_mismatch=False, map_location="cpu")
     with torch.no_grad():
-        out, olens, _ = model.encoder.eval()(golden["input"]["x"], golden["input"]["x_lens"])
+        out, olens = _network(model.encoder.eval(), golden["input"]["x"], golden["input"]["x_lens"])
     torch.testing.assert_close(out, golden["output"]["encoder_out"], rtol=0, atol=1e-5)
 
 
