@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from hybrid_encoders.layers.depthwise_conv import same_depthwise_conv1d
-from hybrid_encoders.layers.lean_autograd import SILU, activation_dropout_linear
 from hybrid_encoders.layers.export_mode import is_exporting
+from hybrid_encoders.layers.lean_autograd import SILU, activation_dropout_linear
 
 
 class DepthwiseConvNorm(nn.Module):
