@@ -3,7 +3,8 @@
 Training configs (every file not named ``decode*.yaml``) go through ``asr_train --dry_run true --iterator_type
 none``, which parses the YAML with ESPnet's argument parser and builds the model, optimizer and scheduler; language
 model configs (``train_lm*.yaml``) go through ``lm_train`` the same way. Decoding configs (``decode_*.yaml``) must
-only use options of ``asr_inference``. All configs are checked in ONE Python subprocess
+only use options of ``asr_inference``, streaming ones (``decode_*streaming*.yaml``) options of our
+``hybrid_encoders.bin.asr_inference_streaming``. All configs are checked in ONE Python subprocess
 (``import espnet2.tasks.asr`` takes 10-25 s), a config whose encoder or model class is not registered is skipped
 with the reason. Encoder presets without a decoder (conf/<encoder>/*.yaml) are checked as CTC-only models
 (``--model_conf ctc_weight=1.0``): ESPnet's default ctc_weight of 0.5 needs a decoder.
@@ -29,6 +30,7 @@ CHECKER = r"""
 import contextlib, io, json, logging, sys, tempfile, traceback
 import yaml
 from espnet2.bin.asr_inference import get_parser
+from hybrid_encoders.bin.asr_inference_streaming import get_parser as get_streaming_parser
 from espnet2.tasks.asr import ASRTask, decoder_choices, encoder_choices, model_choices
 from espnet2.tasks.lm import LMTask
 
@@ -37,14 +39,17 @@ work = tempfile.mkdtemp()
 with open(work + "/tokens.txt", "w") as stream:
     stream.write("<blank>\n<unk>\na\nb\n<sos/eos>\n")
 inference_options = {action.dest for action in get_parser()._actions}
+streaming_options = {action.dest for action in get_streaming_parser()._actions}
 for kind, path in json.loads(sys.argv[1]):
     with open(path) as stream:
         config = yaml.safe_load(stream)
     result = {"config": path, "status": "ok", "reason": ""}
-    if kind == "decode":
-        unknown = sorted(set(config) - inference_options)
+    if kind in ("decode", "decode_streaming"):
+        entry_point, options = (("asr_inference", inference_options) if kind == "decode"
+                                else ("asr_inference_streaming", streaming_options))
+        unknown = sorted(set(config) - options)
         if unknown:
-            result.update(status="fail", reason=f"not asr_inference options: {unknown}")
+            result.update(status="fail", reason=f"not {entry_point} options: {unknown}")
         print(json.dumps(result), flush=True)
         continue
     # choices() lists the registered names, plus None when the slot is optional ("decoder: none" for CTC only).
@@ -72,7 +77,7 @@ for kind, path in json.loads(sys.argv[1]):
 @pytest.fixture(scope="module")
 def outcomes():
     jobs = ([["train", c] for c in TRAIN_CONFIGS] + [["lm", c] for c in LM_CONFIGS]
-            + [["decode", c] for c in DECODE_CONFIGS])
+            + [["decode_streaming" if "streaming" in os.path.basename(c) else "decode", c] for c in DECODE_CONFIGS])
     completed = subprocess.run([sys.executable, "-c", CHECKER, json.dumps(jobs)], cwd=REPO, capture_output=True,
                                text=True, timeout=900)
     results = {}
