@@ -153,8 +153,8 @@ def seed_table(rows: Mapping[str, Sequence[str]], decode_tag: str, test_sets: Se
                     raise FileNotFoundError(f"{directory}/score_wer/counts.json not found: decode and score {name} "
                                             f"of {exp} first (run.sh stages 6-7)")
                 rates.append(load_counts(directory, "wer").error_rate)
-            spread = statistics.stdev(rates) if len(rates) > 1 else float("nan")
-            cells.append(f"{statistics.mean(rates):.1f} [{min(rates):.1f}-{max(rates):.1f}] ({spread:.1f})")
+            spread = f"{statistics.stdev(rates):.1f}" if len(rates) > 1 else "-"  # undefined for one seed
+            cells.append(f"{statistics.mean(rates):.1f} [{min(rates):.1f}-{max(rates):.1f}] ({spread})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -87,4 +87,4 @@ def test_seed_table(tmp_path):
 def test_seed_table_command_line(tmp_path, capsys):
     _fake_run(tmp_path / "a_s0", 3, {"test": (1, 10)})
     assert main(["seeds", "--decode_tag", "decode_x", "--test_sets", "test", "--row", f"a={tmp_path}/a_s*"]) == 0
-    assert "| a | 1 | 3 | 10.0 [10.0-10.0] (nan) |" in capsys.readouterr().out
+    assert "| a | 1 | 3 | 10.0 [10.0-10.0] (-) |" in capsys.readouterr().out
