@@ -74,3 +74,35 @@ def test_bad_rope_dim(rope_dim):
 def test_too_few_channels():
     with pytest.raises(ValueError, match="rope_dim=8"):
         RotaryEmbedding(8)(torch.randn(2, 3, 6))
+
+
+
+class _Float64Recorder(torch.overrides.TorchFunctionMode):
+    """Names the torch functions that return a float64 tensor while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_function__(self, function, types, args=(), kwargs=None):
+        result = function(*args, **(kwargs or {}))
+        if isinstance(result, torch.Tensor) and result.dtype == torch.float64:
+            self.names.append(getattr(function, "__name__", str(function)))
+        return result
+
+
+def test_export_path_has_no_float64_and_equals_eager(monkeypatch):
+    """Exported graphs reduce the phase in int64 fixed point (sherpa-onnx's onnxruntime has no float64 Cos): the same
+    rotation as the float64 eager path to float32 precision, up to 3,000 frames, with no float64 tensor on the way."""
+    import hybrid_encoders.layers.rotary as rotary
+
+    module = RotaryEmbedding(24)
+    x = torch.randn(2, 3000, 32)
+    with _Float64Recorder() as eager_ops:
+        eager = module(x)
+    assert eager_ops.names  # the recorder sees the eager path's float64 angles
+    monkeypatch.setattr(rotary, "is_exporting", lambda: True)
+    with _Float64Recorder() as export_ops:
+        exported = module(x)
+    assert export_ops.names == []
+    torch.testing.assert_close(exported, eager, atol=5e-6, rtol=0)
