@@ -76,7 +76,6 @@ def test_too_few_channels():
         RotaryEmbedding(8)(torch.randn(2, 3, 6))
 
 
-
 class _Float64Recorder(torch.overrides.TorchFunctionMode):
     """Names the torch functions that return a float64 tensor while active."""
 
