@@ -137,11 +137,8 @@ def _encode_chunk(
     chunk_size: int,
     left_context: int,
 ) -> torch.Tensor:
-    """Encode the next chunk of ``frames`` embed frames of the utterances ``lanes`` and advance their state.
-
-    ``computed`` of the chunk's ConvNeXt inputs plus right context come from the features (fewer than
-    ``frames + 3`` at an utterance's end, where zeros follow); ``sole_short``: the whole utterance is this one chunk,
-    shorter than ``chunk_size``, which the full forward's convolutions treat as a chunk of its own length.
+    """Encode the next chunk of ``frames`` embed frames of the utterances ``lanes`` and advance their state
+    (see :func:`encode_chunk` for the arguments).
 
     Returns:
         (len(lanes), ceil(frames / 2), D) output frames.
@@ -149,22 +146,68 @@ def _encode_chunk(
     device = state.embed_left.device
     index = None if lanes == list(range(state.batch_size)) else torch.tensor(lanes, device=device)
     starts = [state.processed[lane] for lane in lanes]
+    features = torch.stack(
+        [state.features[lane][: 2 * computed + encoder.encoder_embed.CONV_CONTEXT] for lane in lanes]
+    )
+    embed_left = state.embed_left if index is None else state.embed_left.index_select(0, index)
+    caches = [cache.select(index) for cache in state.layers]
+    output, embed_left, caches = encode_chunk(
+        encoder, features, embed_left, caches, torch.tensor(starts, device=device), frames, computed, sole_short,
+        chunk_size, left_context, history_complete=min(starts) >= left_context,
+    )  # fmt: skip
+    state.embed_left = embed_left if index is None else state.embed_left.index_copy(0, index, embed_left)
+    state.layers = [old.merge(index, new) for old, new in zip(state.layers, caches)]
+    for lane in lanes:
+        state.processed[lane] += frames
+        state.features[lane] = state.features[lane][2 * frames :]
+    return output
 
+
+def encode_chunk(
+    encoder,
+    features: torch.Tensor,
+    embed_left: torch.Tensor,
+    caches: List[LayerCache],
+    starts: torch.Tensor,
+    frames: int,
+    computed: int,
+    sole_short: bool,
+    chunk_size: int,
+    left_context: int,
+    history_complete: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor, List[LayerCache]]:
+    """One chunk of B' utterances through the encoder with their caches: tensors in, tensors out (no Python state,
+    so that it traces into a graph; see :mod:`hybrid_encoders.deploy.streaming_graphs`).
+
+    Args:
+        features: (B', 2 * computed + 7, F) the chunk's feature frames and its right context.
+        embed_left: (B', 128, 3, F') the embed's ConvNeXt inputs before the chunk.
+        caches: per layer, the (B', ...) caches of :class:`LayerCache`.
+        starts: (B',) int64, embed frames each utterance has encoded before this chunk (masks the cached frames
+            from before its start).
+        frames: embed frames of the chunk (``chunk_size`` except at an utterance's end).
+        computed: ConvNeXt inputs the features give (fewer than ``frames + 3`` at an utterance's end, where zeros
+            follow).
+        sole_short: the whole utterance is this one chunk, shorter than ``chunk_size``, which the full forward's
+            convolutions treat as a chunk of its own length.
+        chunk_size, left_context: the decode setting, in embed frames (the left context in whole chunks).
+        history_complete: every utterance has at least ``left_context`` frames before the chunk (no mask needed).
+
+    Returns:
+        (B', ceil(frames / 2), D) output frames, the new ``embed_left``, the new caches.
+    """
     embed = encoder.encoder_embed
     context = embed.convnext.time_padding
-    features = torch.stack([state.features[lane][: 2 * computed + embed.CONV_CONTEXT] for lane in lanes])
     convolved = embed.convolve(features)  # (B', 128, computed, F')
-    left = state.embed_left if index is None else state.embed_left.index_select(0, index)
-    pieces = [left, convolved]
+    pieces = [embed_left, convolved]
     if computed < frames + context:
         pieces.append(convolved.new_zeros(*convolved.shape[:2], frames + context - computed, convolved.size(3)))
     window = torch.cat(pieces, dim=2)  # (B', 128, context + frames + context, F')
     x = embed.project(convolved[:, :, :frames] + embed.convnext.residual_branch(window, 0))  # (B', frames, C_0)
-    new_left = window[:, :, frames : frames + context]
-    state.embed_left = new_left if index is None else state.embed_left.index_copy(0, index, new_left)
+    new_embed_left = window[:, :, frames : frames + context]
 
     stacks = encoder.encoder
-    outputs = []
+    outputs, new_caches = [], []
     layer = 0
     for stack, factor, dim in zip(stacks.encoders, stacks.downsampling_factor, stacks.encoder_dim):
         x_in = _convert_num_channels(x, dim)
@@ -173,30 +216,21 @@ def _encode_chunk(
         h = stack.downsample(x_in) if downsampled else x_in
         stack_frames, cached = h.size(1), left_context // factor
         pos_emb = layers.encoder_pos(stack_frames, device=h.device, dtype=h.dtype, left_context=cached)
-        mask = _cache_mask(starts, factor, cached, stack_frames, device)
+        mask = None if history_complete else _cache_mask(starts, factor, cached, stack_frames)
         conv_chunk = stack_frames if sole_short else chunk_size // factor
         for zipformer_layer in layers.layers:
-            cache = state.layers[layer].select(index)
-            h, new_cache = _layer_chunk(zipformer_layer, h, pos_emb, mask, conv_chunk, cache)
-            state.layers[layer] = state.layers[layer].merge(index, new_cache)
+            h, new_cache = _layer_chunk(zipformer_layer, h, pos_emb, mask, conv_chunk, caches[layer])
+            new_caches.append(new_cache)
             layer += 1
         x = stack.out_combiner(x_in, stack.upsample(h)[:, :frames]) if downsampled else h
         outputs.append(x)
-
-    for lane in lanes:
-        state.processed[lane] += frames
-        state.features[lane] = state.features[lane][2 * frames :]
-    return stacks.downsample_output(stacks.full_dim_output(outputs))
+    return stacks.downsample_output(stacks.full_dim_output(outputs)), new_embed_left, new_caches
 
 
-def _cache_mask(
-    starts: List[int], factor: int, cached: int, frames: int, device: torch.device
-) -> Optional[torch.Tensor]:
-    """(B', 1, 1, cached + frames) bool, True at cached frames from before an utterance's start; None if none are."""
-    if min(starts) // factor >= cached:
-        return None
-    valid = torch.tensor([min(cached, start // factor) for start in starts], device=device)
-    positions = torch.arange(cached + frames, device=device)
+def _cache_mask(starts: torch.Tensor, factor: int, cached: int, frames: int) -> torch.Tensor:
+    """(B', 1, 1, cached + frames) bool, True at the cached frames from before an utterance's start."""
+    valid = torch.clamp(torch.div(starts, factor, rounding_mode="floor"), max=cached)
+    positions = torch.arange(cached + frames, device=starts.device)
     return (positions < (cached - valid)[:, None])[:, None, None, :]
 
 
