@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from hybrid_encoders.layers import chunk_causal_conv
 from hybrid_encoders.layers.chunk_causal_conv import ChunkCausalDepthwiseConv1d
 
 
@@ -65,8 +66,11 @@ def test_channels_last_input_view_gives_the_same_values():
         torch.testing.assert_close(conv(rows.transpose(1, 2), 4), conv(rows.transpose(1, 2).contiguous(), 4))
 
 
+@pytest.mark.parametrize("exporting", [False, True], ids=["eager", "export_path"])
 @pytest.mark.parametrize("frames, chunk_size", [(23, 4), (24, 8), (5, 8), (9, 2)])
-def test_streaming_steps_equal_the_whole_sequence(frames, chunk_size):
+def test_streaming_steps_equal_the_whole_sequence(frames, chunk_size, exporting, monkeypatch):
+    """Both forms of forward_chunk: the sliding-window filter (eager) and the two convolutions (exported graphs)."""
+    monkeypatch.setattr(chunk_causal_conv, "is_exporting", lambda: exporting)
     conv = _module(3, 7)
     x = torch.randn(2, 3, frames, dtype=torch.float64)
     cache = torch.zeros(2, 3, conv.left_context, dtype=torch.float64)

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from hybrid_encoders.layers import swoosh
 from hybrid_encoders.layers.swoosh import ScaledLinear, SwooshLinear, swoosh_l, swoosh_r
 
 
@@ -20,6 +21,17 @@ def test_swoosh_matches_formula_and_derivative(fn, offset, constant):
     y.sum().backward()
     expected_grad = torch.tensor([1 / (1 + math.exp(offset - v)) - 0.08 for v in values], dtype=torch.float64)
     torch.testing.assert_close(x.grad, expected_grad, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("fn, offset, constant", [(swoosh_l, 4.0, 0.035), (swoosh_r, 1.0, 0.313261687)])
+def test_export_form_matches_formula_without_overflow(fn, offset, constant, monkeypatch):
+    """Exported graphs compute softplus as relu(z) + log1p(exp(-|z|)); it must stay exact where exp(z) overflows."""
+    monkeypatch.setattr(swoosh, "is_exporting", lambda: True)
+    values = [-800.0, -30.0, -0.5, 0.0, 3.9, 25.0, 800.0]  # exp(796) overflows float64
+    with torch.no_grad():
+        y = fn(torch.tensor(values, dtype=torch.float64))
+    expected = [v - offset - 0.08 * v - constant if v > 60 else _reference(v, offset, constant) for v in values]
+    torch.testing.assert_close(y, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-9)
 
 
 def test_swoosh_r_is_zero_at_zero():
