@@ -53,11 +53,15 @@ class FeatureNormalization(nn.Module):
         """(N, T, F), (N,) -> (N, T, F)."""
         if self.mean is None and self.std is None:
             return x
+        return self.normalize_frames(x).masked_fill(make_pad_mask(lengths, x.size(1)).unsqueeze(-1), 0.0)
+
+    def normalize_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., F) -> (..., F), every frame normalised (no padding)."""
         if self.mean is not None:
             x = x - self.mean
         if self.std is not None:
             x = x / self.std
-        return x.masked_fill(make_pad_mask(lengths, x.size(1)).unsqueeze(-1), 0.0)
+        return x
 
 
 def run_encoder(encoder: nn.Module, ctc: Optional[nn.Module], x: torch.Tensor, lengths: torch.Tensor):

@@ -16,6 +16,10 @@ Folder layout (``DIR``):
 ``deploy.yaml``        what was exported: model kind, graphs, token ids, lengths, exporter, parity check figures
 =====================  ==========================================================================================
 
+With ``streaming=True`` (causal Zipformers), ``ctc.onnx`` and ``encoder.onnx`` encode one chunk with cached states
+instead of a whole utterance, in the layout of sherpa-onnx's online ``zipformer2`` models
+(:mod:`hybrid_encoders.deploy.streaming_graphs`); the decoder, joiner and the rest of the folder are the same.
+
 Exporter: ``torch.onnx.export(..., dynamo=True)``, torch's default since 2.9, with ``dynamic_shapes`` for the batch
 and time axes (``dynamic_axes`` is the TorchScript exporter's option and fails under dynamo, icefall#2040). The
 encoders take general code paths while traced (:mod:`hybrid_encoders.layers.export_mode`), so no length or
@@ -47,6 +51,7 @@ from hybrid_encoders.deploy.graphs import (
     JoinerGraph,
     run_encoder,
 )
+from hybrid_encoders.deploy.streaming_graphs import StreamingChunkGraph
 
 DEFAULT_OPSET = 18  # the dynamo exporter's native opset in torch 2.11
 QUANTIZATIONS = ("int8",)
@@ -67,6 +72,7 @@ class GraphSpec:
     dynamic_shapes: Tuple[Dict[int, object], ...]
     metadata: Dict[str, str] = field(default_factory=dict)
     carries_encoder: bool = False
+    streaming: bool = False
 
 
 @dataclass
@@ -113,7 +119,19 @@ def feature_graph_spec(name: str, module: torch.nn.Module, encoder: torch.nn.Mod
     )  # fmt: skip
 
 
-def build_graphs(experiment: LoadedExperiment) -> List[GraphSpec]:
+def streaming_graph_spec(name: str, graph: StreamingChunkGraph, output_name: str, metadata: Dict[str, str]):
+    """The spec of a chunk graph (``x`` (N, T, F) and the states) with a dynamic batch axis everywhere."""
+    example = (_feature_inputs(2, (graph.frames,) * 2, graph.encoder.input_size)[0], *graph.initial_states(2))
+    names = graph.state_names()
+    dynamic = ({0: torch.export.Dim.DYNAMIC(min=1)},
+               tuple({axis: torch.export.Dim.DYNAMIC(min=1)} for axis in graph.state_batch_axes()))  # fmt: skip
+    return GraphSpec(
+        name, graph, example, ["x", *names], [output_name, *(f"new_{state}" for state in names)], dynamic,
+        {**metadata, **graph.metadata()}, carries_encoder=True, streaming=True,
+    )  # fmt: skip
+
+
+def build_graphs(experiment: LoadedExperiment, streaming: bool = False) -> List[GraphSpec]:
     """The graphs of an experiment (see the module docstring), in export order."""
     model, config = experiment.model, experiment.config
     feature_dim = model.encoder.input_size
@@ -127,7 +145,10 @@ def build_graphs(experiment: LoadedExperiment) -> List[GraphSpec]:
         "min_input_frames": str(minimum_input_frames(model.encoder)),
     }
     graphs = []
-    if experiment.has_ctc:
+    if experiment.has_ctc and streaming:
+        graph = StreamingChunkGraph(normalization, model.encoder, model.ctc.log_softmax)
+        graphs.append(streaming_graph_spec("ctc", graph, "log_probs", {**common, "model_type": "zipformer2"}))
+    elif experiment.has_ctc:
         graphs.append(feature_graph_spec(
             "ctc", CtcGraph(normalization, model.encoder, model.ctc), model.encoder, ["log_probs", "log_probs_len"],
             {**common, "model_type": "zipformer2_ctc"},
@@ -135,11 +156,15 @@ def build_graphs(experiment: LoadedExperiment) -> List[GraphSpec]:
     if experiment.kind == "transducer":
         joint, decoder = model.joint_network, model.decoder
         context = torch.export.Dim.DYNAMIC(min=1)
-        graphs.append(feature_graph_spec(
-            "encoder", EncoderGraph(normalization, model.encoder, joint.lin_enc, getattr(model, "ctc", None)),
-            model.encoder, ["encoder_out", "encoder_out_lens"],
-            {**common, "model_type": "zipformer2", "joiner_dim": str(joint.lin_enc.out_features)},
-        ))  # fmt: skip
+        metadata = {**common, "model_type": "zipformer2", "joiner_dim": str(joint.lin_enc.out_features)}
+        if streaming:
+            graph = StreamingChunkGraph(normalization, model.encoder, joint.lin_enc)
+            graphs.append(streaming_graph_spec("encoder", graph, "encoder_out", metadata))
+        else:
+            graphs.append(feature_graph_spec(
+                "encoder", EncoderGraph(normalization, model.encoder, joint.lin_enc, getattr(model, "ctc", None)),
+                model.encoder, ["encoder_out", "encoder_out_lens"], metadata,
+            ))  # fmt: skip
         labels = torch.tensor([[-1, 0], [3, 5], [0, 2]], dtype=torch.int64)[:, -decoder.context_size :]
         graphs.append(GraphSpec(
             "decoder", DecoderGraph(decoder, joint.lin_dec), (labels,), ["y"], ["decoder_out"], ({0: context},),
@@ -241,8 +266,11 @@ def _as_tuple(value):
 
 
 def check_graph(experiment: LoadedExperiment, spec: GraphSpec, path: pathlib.Path, atol: float) -> float:
-    """Max |onnxruntime - PyTorch| over a padded batch of 3 unequal lengths (graphs on features) or the example
-    inputs (decoder, joiner); output lengths must be equal exactly. ExportError beyond ``atol``."""
+    """Max |onnxruntime - PyTorch| over a padded batch of 3 unequal lengths (graphs on features), 3 chunks of 2
+    streams (chunk graphs) or the example inputs (decoder, joiner); output lengths must be equal exactly.
+    ExportError beyond ``atol``."""
+    if spec.streaming:
+        return _check_streaming_graph(experiment, spec, path, atol)
     if spec.carries_encoder:
         inputs = _feature_inputs(3, CHECK_LENGTHS, experiment.model.encoder.input_size, seed=1)
     else:
@@ -264,15 +292,54 @@ def check_graph(experiment: LoadedExperiment, spec: GraphSpec, path: pathlib.Pat
     return difference
 
 
+def _check_streaming_graph(experiment: LoadedExperiment, spec: GraphSpec, path: pathlib.Path, atol: float) -> float:
+    """onnxruntime fed chunk by chunk with its own states vs ``forward_streaming`` of the model's encoder (after
+    ESPnet's ``normalize``) and the head, for 2 streams of 3 chunks."""
+    graph, model = spec.module, experiment.model
+    chunks, stride = 3, 2 * graph.chunk_size
+    features, lengths = _feature_inputs(2, (stride * (chunks - 1) + graph.frames,) * 2, graph.encoder.input_size, 1)
+    with torch.no_grad():
+        normalized = model.normalize(features.clone(), lengths)[0] if model.normalize is not None else features
+        encoded, _, _ = model.encoder.forward_streaming(normalized, lengths)
+        expected = graph.head(encoded).numpy()
+    ort = require("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    states = [state.numpy() for state in graph.initial_states(2)]
+    outputs = []
+    for chunk in range(chunks):
+        piece = features[:, stride * chunk : stride * chunk + graph.frames].numpy()
+        output, *states = session.run(None, dict(zip(spec.input_names, [piece, *states])))
+        outputs.append(output)
+    actual = np.concatenate(outputs, axis=1)
+    if actual.shape != expected.shape or states[-1].tolist() != [chunks * graph.chunk_size] * 2:
+        raise ExportError(
+            f"{spec.name}.onnx: {chunks} chunks gave {actual.shape} frames and processed_lens {states[-1].tolist()}, "
+            f"PyTorch {expected.shape} and {[chunks * graph.chunk_size] * 2}"
+        )
+    difference = float(np.abs(actual - expected).max())
+    if not difference <= atol:
+        raise ExportError(f"{spec.name}.onnx differs from PyTorch streaming by {difference:.3g} > atol {atol:g}")
+    return difference
+
+
 def quantize_int8(source: pathlib.Path, target: pathlib.Path) -> None:
     """onnxruntime's dynamic quantisation: int8 weights of MatMul/Gemm (per channel), activations quantised at run
-    time; convolutions stay float (ORT's dynamic ConvInteger kernels are slower than its float convolutions)."""
+    time; convolutions stay float (ORT's dynamic ConvInteger kernels are slower than its float convolutions).
+
+    MatMuls whose constant operand is not a 2-D weight stay float: in a chunk graph the positional-encoding
+    projections are folded into (heads, dim, frames) constants, which per-channel quantisation cannot handle.
+    """
+    onnx = require("onnx")
     require("onnxruntime")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    graph = onnx.load(str(source)).graph
+    constants = {initializer.name: len(initializer.dims) for initializer in graph.initializer}
+    not_weights = [node.name for node in graph.node
+                   if node.op_type == "MatMul" and constants.get(node.input[1], 2) != 2]  # fmt: skip
     quantize_dynamic(
         str(source), str(target), op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
-        weight_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8, nodes_to_exclude=not_weights,
     )  # fmt: skip
 
 
@@ -308,6 +375,9 @@ def export_onnx(
     atol: float = 1e-4,
     experiment: Optional[LoadedExperiment] = None,
     log: Callable[[str], None] = logging.info,
+    streaming: bool = False,
+    chunk_size: Optional[int] = None,
+    left_context_frames: Optional[int] = None,
 ) -> ExportReport:
     """Export an ESPnet experiment (``config.yaml`` + model file of ``asr_train``) to ``out_dir``.
 
@@ -319,6 +389,10 @@ def export_onnx(
         atol: largest allowed |onnxruntime - PyTorch| in the self-check.
         experiment: an already loaded experiment (then ``config_path`` / ``model_path`` only name it).
         log: progress messages.
+        streaming: export chunk graphs of a causal Zipformer (sherpa-onnx's online layout) instead of
+            whole-utterance graphs.
+        chunk_size, left_context_frames: the streaming setting in embed (50 Hz) frames; None: the model's decode
+            setting (``decode_chunk_size`` / ``decode_left_context_frames``, else the first of the training lists).
 
     Returns:
         An :class:`ExportReport`.
@@ -337,10 +411,14 @@ def export_onnx(
     if experiment is None:
         log(f"loading {config_path} and {model_path}")
         experiment = load_experiment(pathlib.Path(config_path), pathlib.Path(model_path))
+    if streaming:
+        set_streaming(experiment, chunk_size, left_context_frames)
+    elif chunk_size is not None or left_context_frames is not None:
+        raise ExportError("--chunk-size / --left-context-frames are options of a streaming export; add --streaming")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
-        manifest = _write_folder(experiment, staging, quantize, opset, atol, log)
+        manifest = _write_folder(experiment, staging, quantize, opset, atol, log, streaming)
         staging.chmod(0o755)  # mkdtemp makes it private
         if out_dir.exists():
             out_dir.rmdir()
@@ -351,10 +429,30 @@ def export_onnx(
     return ExportReport(out_dir, manifest)
 
 
-def _write_folder(experiment, folder: pathlib.Path, quantize, opset: int, atol: float, log) -> dict:
+def set_streaming(experiment: LoadedExperiment, chunk_size: Optional[int], left_context_frames: Optional[int]):
+    """Check that the model streams and fix its chunk setting; ExportError naming the option otherwise."""
+    encoder = experiment.model.encoder
+    if experiment.config["encoder"] != "zipformer" or not encoder.config["causal"]:
+        raise ExportError(
+            f"--streaming needs a causal Zipformer (encoder: zipformer, encoder_conf causal: true); this model has "
+            f"encoder {experiment.config['encoder']}"
+            + ("" if experiment.config["encoder"] != "zipformer" else " with causal: false")
+        )
+    try:
+        if chunk_size is not None:
+            encoder.set_streaming(chunk_size, left_context_frames)
+        elif left_context_frames is not None:
+            raise ExportError("--left-context-frames needs --chunk-size")
+        encoder.streaming_geometry()
+    except ValueError as error:
+        raise ExportError(f"--streaming: {error}") from error
+
+
+def _write_folder(experiment, folder: pathlib.Path, quantize, opset: int, atol: float, log, streaming: bool) -> dict:
     model = experiment.model
     graphs = {}
-    for spec in build_graphs(experiment):
+    specs = build_graphs(experiment, streaming)
+    for spec in specs:
         path = folder / f"{spec.name}.onnx"
         log(f"exporting {path.name}")
         export_graph(spec, path, opset)
@@ -390,9 +488,22 @@ def _write_folder(experiment, folder: pathlib.Path, quantize, opset: int, atol: 
         "subsampling_factor": SUBSAMPLING_FACTOR,
         "min_input_frames": minimum_input_frames(model.encoder),
         "feature_dim": model.encoder.input_size,
+        "streaming": _streaming_manifest(specs) if streaming else None,
         "opset": opset,
         "exporter": f"torch {torch.__version__} torch.onnx.export(dynamo=True)",
         "hybrid_encoders_version": hybrid_encoders.__version__,
     }
     (folder / "deploy.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
     return manifest
+
+
+def _streaming_manifest(specs: List[GraphSpec]) -> dict:
+    """The chunk setting of a streaming export, for deploy.yaml."""
+    graph = next(spec.module for spec in specs if spec.streaming)
+    return {
+        "chunk_size": graph.chunk_size,
+        "left_context_frames": graph.left_context,
+        "T": graph.frames,
+        "decode_chunk_len": 2 * graph.chunk_size,
+        "state_inputs": graph.state_names(),
+    }

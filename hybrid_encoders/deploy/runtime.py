@@ -105,6 +105,11 @@ class OnnxAsrModel:
         if not manifest_path.is_file():
             raise ExportError(f"--onnx {folder}: no deploy.yaml; not a folder written by hybrid-encoders export onnx")
         self.manifest = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
+        if self.manifest.get("streaming"):
+            raise ExportError(
+                f"--onnx {folder}: a streaming export (chunk graphs with states); run it with sherpa-onnx's "
+                "OnlineRecognizer (docs/deployment.md), or export without --streaming for whole utterances"
+            )
         graphs = self.manifest["graphs"]
         self.decoding = decoding or ("transducer" if self.manifest["kind"] == "transducer" else "ctc")
         needed = ("encoder", "decoder", "joiner") if self.decoding == "transducer" else ("ctc",)

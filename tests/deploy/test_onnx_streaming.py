@@ -1,0 +1,218 @@
+"""Streaming export (``export onnx --streaming``): the chunk graphs equal ``forward_streaming`` with their own states,
+streams that start at different times share a batch, and sherpa-onnx's OnlineRecognizer decodes wav files to the
+tokens our PyTorch streaming gives on the same audio.
+
+The models are tiny causal Zipformers with random weights and Kaldi fbank features (sherpa-onnx computes them), one
+CTC model with a global MVN (folded into the graph) and one pruned transducer with a CTC head.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from deploy_helpers import ENCODERS, TOKENS, save_experiment, write_test_wavs
+
+from hybrid_encoders.deploy import ExportError, OnnxAsrModel, export_onnx
+
+CHUNK, LEFT = 16, 32  # embed frames: 320 ms chunks, 640 ms of left context
+CAUSAL = {**ENCODERS["zipformer"], "causal": True, "chunk_size": [CHUNK, 32], "left_context_frames": [LEFT]}
+WAV_SEED = 4
+_EXPORTS = {}
+
+
+def streaming_export(tmp_path_factory, head: str):
+    """(model, folder) of a tiny causal Zipformer with a ``ctc`` or ``transducer`` head, exported once."""
+    if head not in _EXPORTS:
+        directory = tmp_path_factory.mktemp(f"streaming_{head}")
+        config, model_path, model = save_experiment(
+            directory, "zipformer", head, "kaldi_fbank", normalize=head == "ctc", seed=1, encoder_conf=CAUSAL
+        )
+        if head == "ctc":
+            _centre_ctc_head(model, directory)
+            torch.save(model.state_dict(), model_path)
+        export_onnx(config, model_path, directory / "onnx", streaming=True, chunk_size=CHUNK)
+        _EXPORTS[head] = (model, directory / "onnx")
+    return _EXPORTS[head]
+
+
+@torch.no_grad()
+def _centre_ctc_head(model, directory, scale: float = 10.0) -> None:
+    """A random Zipformer's output frames differ little from their mean (std 0.07 around values of 2.5), so a random
+    CTC layer gives one token per utterance. Centred on the mean frame of a test wav and scaled up, its argmax
+    follows the differences between frames. ``<unk>`` stays far below the others (sherpa-onnx decodes it as blank)."""
+    import soundfile
+
+    audio, _ = soundfile.read(str(write_test_wavs(directory, count=1, seed=WAV_SEED)[0]), dtype="float32")
+    encoded, _ = model.encode(torch.from_numpy(audio)[None], torch.tensor([len(audio)]))
+    layer = model.ctc.ctc_lo
+    layer.weight.mul_(scale)
+    layer.bias.sub_(layer.weight @ encoded[0].mean(0))
+    layer.bias[TOKENS.index("<unk>")] = -50.0
+
+
+@pytest.fixture(scope="module")
+def ctc_export(tmp_path_factory):
+    return streaming_export(tmp_path_factory, "ctc")
+
+
+@pytest.fixture(scope="module")
+def transducer_export(tmp_path_factory):
+    return streaming_export(tmp_path_factory, "transducer")
+
+
+def _session(path):
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _stack(first, second, axes):
+    return [np.concatenate((a, b), axis=axis) for a, b, axis in zip(first, second, axes)]
+
+
+def test_manifest_and_sherpa_metadata(ctc_export):
+    import onnx
+
+    model, folder = ctc_export
+    manifest = yaml.safe_load((folder / "deploy.yaml").read_text())
+    assert manifest["streaming"]["chunk_size"] == CHUNK and manifest["streaming"]["T"] == 2 * CHUNK + 13
+    metadata = {entry.key: entry.value for entry in onnx.load(str(folder / "ctc.onnx")).metadata_props}
+    factors = model.encoder.config["downsampling_factor"]
+    assert metadata["left_context_len"] == ",".join(str(LEFT // factor) for factor in factors)
+    assert metadata["decode_chunk_len"] == str(2 * CHUNK) and metadata["T"] == str(2 * CHUNK + 13)
+    assert metadata["num_encoder_layers"] == ",".join(["1"] * len(factors))
+    with pytest.raises(ExportError, match="streaming export"):
+        OnnxAsrModel(folder)
+
+
+def test_staggered_streams_in_one_batch_equal_forward_streaming(ctc_export):
+    """Stream A encodes one chunk alone; then stream B starts and both share a batch for three chunks (so the graph
+    masks A's and B's cached frames differently). Each equals forward_streaming of that stream alone."""
+    model, folder = ctc_export
+    manifest = yaml.safe_load((folder / "deploy.yaml").read_text())
+    frames, stride = manifest["streaming"]["T"], manifest["streaming"]["decode_chunk_len"]
+    session = _session(folder / "ctc.onnx")
+    names = [graph_input.name for graph_input in session.get_inputs()]
+    generator = torch.Generator().manual_seed(5)
+    utterances = [torch.randn(stride * 3 + frames, 80, generator=generator) * 2 - 5 for _ in range(2)]
+
+    def initial():
+        from hybrid_encoders.deploy.streaming_graphs import StreamingChunkGraph
+
+        graph = StreamingChunkGraph(None, model.encoder, None)
+        return [state.numpy() for state in graph.initial_states(1)], graph.state_batch_axes()
+
+    states_a, axes = initial()
+    output_a, *states_a = session.run(None, dict(zip(names, [utterances[0][None, :frames].numpy(), *states_a])))
+    states = _stack(states_a, initial()[0], axes)
+    outputs = [[output_a[0]], []]
+    for chunk in range(3):
+        pieces = [utterances[0][stride * (chunk + 1) :][:frames], utterances[1][stride * chunk :][:frames]]
+        output, *states = session.run(None, dict(zip(names, [torch.stack(pieces).numpy(), *states])))
+        outputs[0].append(output[0])
+        outputs[1].append(output[1])
+    assert states[-1].tolist() == [4 * CHUNK, 3 * CHUNK]
+
+    for utterance, pieces in zip(utterances, outputs):
+        chunks = len(pieces)
+        features = utterance[None, : stride * (chunks - 1) + frames]
+        lengths = torch.tensor([features.size(1)])
+        with torch.no_grad():
+            normalized, _ = model.normalize(features.clone(), lengths)
+            encoded, olens, _ = model.encoder.forward_streaming(normalized, lengths)
+            expected = model.ctc.log_softmax(encoded)[0].numpy()
+        assert int(olens[0]) == chunks * CHUNK // 2
+        np.testing.assert_allclose(np.concatenate(pieces), expected, atol=1e-4, rtol=0)
+
+
+def test_bad_streaming_options(ctc_export, tmp_path):
+    model, folder = ctc_export
+    config, weights = folder.parent / "config.yaml", folder.parent / "model.pth"
+    with pytest.raises(ExportError, match="add --streaming"):
+        export_onnx(config, weights, tmp_path / "a", chunk_size=CHUNK)
+    with pytest.raises(ExportError, match="--streaming: .*chunk_size"):
+        export_onnx(config, weights, tmp_path / "b", streaming=True, chunk_size=12)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_non_causal_model_is_refused(tmp_path):
+    config, weights, _ = save_experiment(tmp_path / "offline", "squeezeformer", "ctc", "kaldi_fbank", normalize=False)
+    with pytest.raises(ExportError, match="needs a causal Zipformer.*encoder squeezeformer"):
+        export_onnx(config, weights, tmp_path / "out", streaming=True)
+
+
+# ---- sherpa-onnx's OnlineRecognizer ----
+
+
+def _pytorch_streaming_tokens(model, audio: np.ndarray, frames: int, stride: int) -> list:
+    """Greedy tokens of our PyTorch streaming on the chunks sherpa-onnx encodes: features by the model's own
+    frontend (torchaudio's Kaldi fbank), ESPnet's normalize, ``forward_streaming`` of every full chunk."""
+    from espnet2.asr.transducer.beam_search_transducer import BeamSearchTransducer
+
+    speech = torch.from_numpy(audio)[None]
+    with torch.no_grad():
+        features, lengths = model.frontend(speech, torch.tensor([speech.size(1)]))
+        if model.normalize is not None:
+            features, lengths = model.normalize(features, lengths)
+        chunks = (features.size(1) - frames) // stride + 1
+        usable = stride * (chunks - 1) + frames
+        encoded, _, _ = model.encoder.forward_streaming(features[:, :usable], torch.tensor([usable]))
+        if getattr(model, "joint_network", None) is not None:
+            search = BeamSearchTransducer(model.decoder, model.joint_network, beam_size=1)
+            return [int(token) for token in search(encoded[0])[0].yseq[1:]]
+        best = model.ctc.argmax(encoded)[0].tolist()
+    return [token for token, _ in itertools.groupby(best) if token != 0]
+
+
+def _sherpa_tokens(recognizer, audio: np.ndarray) -> list:
+    stream = recognizer.create_stream()
+    for start in range(0, len(audio), 1600):  # 100 ms pieces, as a live client feeds them
+        stream.accept_waveform(16000, audio[start : start + 1600])
+        while recognizer.is_ready(stream):
+            recognizer.decode_stream(stream)
+    stream.input_finished()
+    while recognizer.is_ready(stream):
+        recognizer.decode_stream(stream)
+    return [token.replace(" ", "▁") for token in recognizer.get_result_all(stream).tokens]
+
+
+def _check_sherpa(recognizer, model, folder, wavs):
+    import soundfile
+
+    manifest = yaml.safe_load((folder / "deploy.yaml").read_text())
+    frames, stride = manifest["streaming"]["T"], manifest["streaming"]["decode_chunk_len"]
+    emitted = 0
+    for wav in wavs:
+        audio, _ = soundfile.read(str(wav), dtype="float32")
+        expected = _pytorch_streaming_tokens(model, audio, frames, stride)
+        symbols = ["▁" if TOKENS[token] == "<space>" else TOKENS[token] for token in expected]
+        assert _sherpa_tokens(recognizer, audio) == symbols, wav.name
+        emitted += len(expected)
+    assert emitted >= 5  # not a vacuous comparison of empty outputs
+
+
+@pytest.fixture(scope="module")
+def wavs(tmp_path_factory):
+    return write_test_wavs(tmp_path_factory.mktemp("streaming_wavs"), seed=WAV_SEED)
+
+
+def test_sherpa_online_zipformer2_ctc(ctc_export, wavs):
+    sherpa_onnx = pytest.importorskip("sherpa_onnx")
+    model, folder = ctc_export
+    recognizer = sherpa_onnx.OnlineRecognizer.from_zipformer2_ctc(
+        tokens=str(folder / "tokens.txt"), model=str(folder / "ctc.onnx"), num_threads=1
+    )
+    _check_sherpa(recognizer, model, folder, wavs)
+
+
+def test_sherpa_online_transducer(transducer_export, wavs):
+    sherpa_onnx = pytest.importorskip("sherpa_onnx")
+    model, folder = transducer_export
+    recognizer = sherpa_onnx.OnlineRecognizer.from_transducer(
+        tokens=str(folder / "tokens.txt"), encoder=str(folder / "encoder.onnx"), decoder=str(folder / "decoder.onnx"),
+        joiner=str(folder / "joiner.onnx"), num_threads=1,
+    )  # fmt: skip
+    _check_sherpa(recognizer, model, folder, wavs)
