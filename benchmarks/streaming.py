@@ -15,8 +15,13 @@ duration mark the peak resident set (``VmHWM``) is read.
   a front end adds its analysis window;
 * memory: peak RSS at 1, 10, 60 minutes, and the growth of the peak from the first mark to the last.
 
+``--runtime onnx`` / ``onnx-int8`` time the same encoder exported as a chunk graph (``export onnx --streaming``,
+the graph sherpa-onnx runs; int8: onnxruntime's dynamic quantisation of its MatMuls) in onnxruntime with the given
+threads, fed ``T = 2C + 13`` feature frames per call as sherpa-onnx feeds it. The export runs in the worker before
+the timing, so these rows' peak RSS includes the exporter's; their growth is measured the same way.
+
     python benchmarks/streaming.py [--preset m] [--chunk-sizes 16,32,64] [--left-context-frames 128] \
-        [--minutes 1,10,60] [--threads 1] [--out streaming.json]
+        [--minutes 1,10,60] [--threads 1] [--runtime pytorch|onnx|onnx-int8] [--out streaming.json]
     python benchmarks/streaming.py --tiny --minutes 0.2,0.5   # a quick check of the script itself
 """
 
@@ -60,22 +65,32 @@ def run_chunk_size(args) -> dict:
     streaming = {"causal": True, "chunk_size": [args.worker], "left_context_frames": [args.left_context_frames]}
     encoder = ZipformerEncoder(80, **streaming, **conf).eval()
     geometry = encoder.streaming_geometry()
-    stride = geometry.features_per_chunk
+    if args.runtime == "pytorch":
+        stride = geometry.features_per_chunk
+        first = torch.randn(1, geometry.features_needed(1), 80)
+
+        def encode(piece, states):
+            _, olens, states = encoder.forward_streaming(piece, torch.tensor([piece.size(1)]), states)
+            return int(olens[0]), states
+
+    else:
+        stride = geometry.features_needed(1)  # each call reads its chunk and the right context
+        first = None
+        encode = _onnx_chunk_encoder(encoder, args.runtime, args.threads)
     pool = [torch.randn(1, stride, 80) for _ in range(64)]
     marks = sorted(args.minutes)
     total_chunks = int(round(marks[-1] * 60_000 / geometry.chunk_ms(FRAME_SHIFT_MS)))
     mark_chunks = {int(round(minutes * 60_000 / geometry.chunk_ms(FRAME_SHIFT_MS))): minutes for minutes in marks}
 
     states, cpu, wall, memory = None, [], [], {}
-    first = torch.randn(1, geometry.features_needed(1), 80)
     for chunk in range(1, total_chunks + 1):
-        piece = first if chunk == 1 else pool[chunk % len(pool)]
+        piece = first if chunk == 1 and first is not None else pool[chunk % len(pool)]
         wall_start, cpu_start = time.perf_counter(), time.process_time()
-        _, olens, states = encoder.forward_streaming(piece, torch.tensor([piece.size(1)]), states)
+        frames, states = encode(piece, states)
         cpu.append(time.process_time() - cpu_start)
         wall.append(time.perf_counter() - wall_start)
-        if int(olens[0]) != geometry.output_frames_per_chunk:
-            raise RuntimeError(f"chunk {chunk} gave {int(olens[0])} frames, not {geometry.output_frames_per_chunk}")
+        if frames != geometry.output_frames_per_chunk:
+            raise RuntimeError(f"chunk {chunk} gave {frames} frames, not {geometry.output_frames_per_chunk}")
         if chunk in mark_chunks:
             memory[str(mark_chunks[chunk])] = _peak_rss_bytes()
     audio_s = total_chunks * geometry.chunk_ms(FRAME_SHIFT_MS) / 1000
@@ -100,6 +115,41 @@ def run_chunk_size(args) -> dict:
     }
 
 
+def _onnx_chunk_encoder(encoder, runtime: str, threads: int):
+    """Export ``encoder`` as a chunk graph (identity normalisation and head), optionally int8, and return
+    ``encode(piece (1, T, 80), states) -> (output frames, states)`` running it in onnxruntime."""
+    import pathlib
+    import shutil
+    import tempfile
+
+    import onnxruntime
+    import torch
+
+    from hybrid_encoders.deploy.graphs import FeatureNormalization
+    from hybrid_encoders.deploy.onnx_export import DEFAULT_OPSET, export_graph, quantize_int8, streaming_graph_spec
+    from hybrid_encoders.deploy.streaming_graphs import StreamingChunkGraph
+
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="streaming_bench_"))
+    graph = StreamingChunkGraph(FeatureNormalization(None, None), encoder, torch.nn.Identity())
+    spec = streaming_graph_spec("encoder", graph, "encoder_out", {})
+    path = folder / "encoder.onnx"
+    export_graph(spec, path, DEFAULT_OPSET)
+    if runtime == "onnx-int8":
+        quantize_int8(path, folder / "encoder.int8.onnx")
+        path = folder / "encoder.int8.onnx"
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    shutil.rmtree(folder)
+    initial = [state.numpy() for state in graph.initial_states(1)]
+
+    def encode(piece, states):
+        output, *states = session.run(None, dict(zip(spec.input_names, [piece.numpy(), *(states or initial)])))
+        return output.shape[1], states
+
+    return encode
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="m", choices=("s", "m", "l"))
@@ -108,6 +158,7 @@ def main():
     parser.add_argument("--left-context-frames", type=int, default=128)
     parser.add_argument("--minutes", default="1,10,60", help="durations at which peak memory is read")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runtime", default="pytorch", choices=("pytorch", "onnx", "onnx-int8"))
     parser.add_argument("--out", default="streaming.json")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -124,14 +175,15 @@ def main():
     for chunk_size in (int(value) for value in args.chunk_sizes.split(",")):
         command = [sys.executable, __file__, "--worker", str(chunk_size), "--threads", str(args.threads),
                    "--left-context-frames", str(args.left_context_frames), "--minutes",
-                   ",".join(str(m) for m in args.minutes), "--preset", args.preset] + (["--tiny"] if args.tiny else [])
+                   ",".join(str(m) for m in args.minutes), "--preset", args.preset, "--runtime", args.runtime]
+        command += ["--tiny"] if args.tiny else []
         worker = subprocess.run(command, capture_output=True, text=True)
         if worker.returncode != 0:
             sys.exit(f"chunk size {chunk_size} failed:\n{worker.stderr[-3000:]}")
         rows.append(json.loads(worker.stdout.strip().splitlines()[-1]))
 
     model = "tiny" if args.tiny else f"Zipformer-{args.preset.upper()}"
-    print(f"{model} causal, streaming one utterance on CPU, {args.threads} thread(s), left context "
+    print(f"{model} causal ({args.runtime}), streaming one utterance on CPU, {args.threads} thread(s), left context "
           f"{args.left_context_frames} frames; memory = peak RSS at {', '.join(f'{m:g}' for m in args.minutes)} min")
     print(f"{'chunk':>8} {'latency':>9} {'CPU ms/chunk':>13} {'p90':>7} {'RTF cpu':>8} {'RTF wall':>9} "
           f"{'peak RSS MiB':>24} {'growth':>7} {'MiB':>5}")
@@ -159,6 +211,7 @@ def main():
             "left_context_frames": args.left_context_frames,
             "minutes": args.minutes,
             "threads": args.threads,
+            "runtime": args.runtime,
         },
         "rows": rows,
         "targets": TARGETS,
