@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from hybrid_encoders.layers import zipformer_attention
 from hybrid_encoders.layers.zipformer_attention import (
     NonlinAttention,
     RelPositionAttentionWeights,
@@ -9,12 +11,16 @@ from hybrid_encoders.layers.zipformer_attention import (
 )
 
 
-def test_relative_to_absolute_indexing():
-    frames = 4
-    scores = torch.randn(2, 3, frames, 2 * frames - 1)
+@pytest.mark.parametrize("exporting", [False, True], ids=["as_strided", "export_reshape"])
+@pytest.mark.parametrize("frames, keys", [(4, 4), (1, 1), (1, 5), (3, 7), (6, 6)])
+def test_relative_to_absolute_indexing(frames, keys, exporting, monkeypatch):
+    """Both forms (eager strided view, pad-and-reshape of exported graphs); K > T: cached streaming keys."""
+    monkeypatch.setattr(zipformer_attention, "is_exporting", lambda: exporting)
+    scores = torch.randn(2, 3, frames, keys + frames - 1)
     out = relative_to_absolute(scores)
+    assert out.shape == (2, 3, frames, keys)
     for i in range(frames):
-        for j in range(frames):
+        for j in range(keys):
             assert torch.equal(out[..., i, j], scores[..., i, frames - 1 + j - i])
 
 
