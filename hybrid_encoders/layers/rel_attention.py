@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from hybrid_encoders.layers.export_mode import is_exporting
+from hybrid_encoders.layers.relative_shift import relative_to_absolute
 
 
 class RelPositionMultiHeadedAttention(nn.Module):
@@ -64,16 +65,10 @@ class RelPositionMultiHeadedAttention(nn.Module):
             scores: (B, H, T, 2T - 1); column r holds the distance T - 1 - r.
 
         Returns:
-            (B, H, T, T) with ``out[..., i, j] = scores[..., i, T - 1 - i + j]`` (distance i - j), a strided view:
-            moving one query row down moves the window one column left.
+            (B, H, T, T) with ``out[..., i, j] = scores[..., i, T - 1 - i + j]`` (distance i - j), a strided view in
+            eager mode (:func:`~hybrid_encoders.layers.relative_shift.relative_to_absolute`).
         """
-        batch, heads, length, width = scores.shape
-        scores = scores.contiguous()
-        return scores.as_strided(
-            (batch, heads, length, length),
-            (heads * length * width, length * width, width - 1, 1),
-            storage_offset=scores.storage_offset() + length - 1,
-        )
+        return relative_to_absolute(scores.contiguous())
 
     def forward(
         self,

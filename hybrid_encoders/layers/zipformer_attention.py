@@ -15,45 +15,13 @@ from torch import nn
 from hybrid_encoders.layers.export_mode import is_exporting
 from hybrid_encoders.layers.lean_autograd import TANH
 from hybrid_encoders.layers.lean_autograd import gate as lean_gate
+from hybrid_encoders.layers.relative_shift import relative_to_absolute
 from hybrid_encoders.layers.swoosh import ScaledLinear
 from hybrid_encoders.regularization.balancer import Balancer, penalize_abs_values_gt
 from hybrid_encoders.regularization.scheduled_float import FloatLike, ScheduledFloat, whitening_schedule
 from hybrid_encoders.regularization.whiten import Whiten
 
 MASKED_SCORE = -1000.0  # icefall fills masked scores with a finite value (exp(-1000) == 0 in float32)
-
-
-def relative_to_absolute(scores: torch.Tensor) -> torch.Tensor:
-    """Read relative-offset scores at absolute key positions, without copying.
-
-    The T queries are the last T of K >= T keys (K > T when cached frames of a streaming left context come first).
-
-    Args:
-        scores: (..., T, K + T - 1) contiguous, column k holding offset ``k - (K - 1)`` (key minus query position).
-
-    Returns:
-        (..., T, K) strided view with ``out[..., i, j] = scores[..., i, (T - 1) + j - i]``.
-    """
-    if is_exporting():
-        return _relative_to_absolute_by_reshape(scores)
-    *lead, frames, width = scores.shape
-    strides = scores.stride()
-    return scores.as_strided(
-        (*lead, frames, width - frames + 1), (*strides[:-2], strides[-2] - 1, 1), scores.storage_offset() + frames - 1
-    )
-
-
-def _relative_to_absolute_by_reshape(scores: torch.Tensor) -> torch.Tensor:
-    """:func:`relative_to_absolute` with pad, reshape and slice, for exported graphs (an exported ``as_strided``
-    becomes a Gather with a (B, H, T, K) index tensor, a fifth of onnxruntime's time at 30 s).
-
-    With one zero column appended, rows are W + 1 long; read flat from element T - 1 in rows of W, row i starts at
-    its column T - 1 - i: ``out[i, j] = flat[i W + T - 1 + j] = padded[i, T - 1 + j - i]``.
-    """
-    *lead, frames, width = scores.shape
-    flat = nn.functional.pad(scores, (0, 1)).reshape(*lead, frames * (width + 1))
-    rows = flat[..., frames - 1 : frames - 1 + frames * width].reshape(*lead, frames, width)
-    return rows[..., : width - frames + 1]
 
 
 def add_relative_scores_(

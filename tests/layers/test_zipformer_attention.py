@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hybrid_encoders.layers import zipformer_attention
+from hybrid_encoders.layers import relative_shift
 from hybrid_encoders.layers.zipformer_attention import (
     NonlinAttention,
     RelPositionAttentionWeights,
@@ -15,7 +15,7 @@ from hybrid_encoders.layers.zipformer_attention import (
 @pytest.mark.parametrize("frames, keys", [(4, 4), (1, 1), (1, 5), (3, 7), (6, 6)])
 def test_relative_to_absolute_indexing(frames, keys, exporting, monkeypatch):
     """Both forms (eager strided view, pad-and-reshape of exported graphs); K > T: cached streaming keys."""
-    monkeypatch.setattr(zipformer_attention, "is_exporting", lambda: exporting)
+    monkeypatch.setattr(relative_shift, "is_exporting", lambda: exporting)
     scores = torch.randn(2, 3, frames, keys + frames - 1)
     out = relative_to_absolute(scores)
     assert out.shape == (2, 3, frames, keys)
