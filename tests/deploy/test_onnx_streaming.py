@@ -15,6 +15,7 @@ import yaml
 
 from deploy_helpers import ENCODERS, TOKENS, save_experiment, write_test_wavs
 
+from hybrid_encoders.cli import main
 from hybrid_encoders.deploy import ExportError, OnnxAsrModel, export_onnx
 
 CHUNK, LEFT = 16, 32  # embed frames: 320 ms chunks, 640 ms of left context
@@ -33,7 +34,12 @@ def streaming_export(tmp_path_factory, head: str):
         if head == "ctc":
             _centre_ctc_head(model, directory)
             torch.save(model.state_dict(), model_path)
-        export_onnx(config, model_path, directory / "onnx", streaming=True, chunk_size=CHUNK)
+        if head == "transducer":  # through the command line, with int8 graphs
+            arguments = ["--config", str(config), "--model", str(model_path), "--out", str(directory / "onnx")]
+            arguments += ["--streaming", "--chunk-size", str(CHUNK), "--quantize", "int8"]
+            assert main(["export", "onnx", *arguments]) == 0
+        else:
+            export_onnx(config, model_path, directory / "onnx", streaming=True, chunk_size=CHUNK)
         _EXPORTS[head] = (model, directory / "onnx")
     return _EXPORTS[head]
 
@@ -216,3 +222,18 @@ def test_sherpa_online_transducer(transducer_export, wavs):
         joiner=str(folder / "joiner.onnx"), num_threads=1,
     )  # fmt: skip
     _check_sherpa(recognizer, model, folder, wavs)
+
+
+def test_int8_streaming_encoder_runs_in_sherpa_onnx(transducer_export, wavs):
+    """The int8 chunk graph loads and decodes in sherpa-onnx (its tokens may differ from fp32's: not compared)."""
+    sherpa_onnx = pytest.importorskip("sherpa_onnx")
+    import soundfile
+
+    _, folder = transducer_export
+    assert yaml.safe_load((folder / "deploy.yaml").read_text())["quantized"]["encoder"] == "encoder.int8.onnx"
+    recognizer = sherpa_onnx.OnlineRecognizer.from_transducer(
+        tokens=str(folder / "tokens.txt"), encoder=str(folder / "encoder.int8.onnx"),
+        decoder=str(folder / "decoder.onnx"), joiner=str(folder / "joiner.onnx"), num_threads=1,
+    )  # fmt: skip
+    audio, _ = soundfile.read(str(wavs[0]), dtype="float32")
+    assert len(_sherpa_tokens(recognizer, audio)) > 0
