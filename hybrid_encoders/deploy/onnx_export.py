@@ -51,7 +51,6 @@ from hybrid_encoders.deploy.graphs import (
     JoinerGraph,
     run_encoder,
 )
-from hybrid_encoders.deploy.streaming_graphs import StreamingChunkGraph
 
 DEFAULT_OPSET = 18  # the dynamo exporter's native opset in torch 2.11
 QUANTIZATIONS = ("int8",)
@@ -119,8 +118,9 @@ def feature_graph_spec(name: str, module: torch.nn.Module, encoder: torch.nn.Mod
     )  # fmt: skip
 
 
-def streaming_graph_spec(name: str, graph: StreamingChunkGraph, output_name: str, metadata: Dict[str, str]):
-    """The spec of a chunk graph (``x`` (N, T, F) and the states) with a dynamic batch axis everywhere."""
+def streaming_graph_spec(name: str, graph, output_name: str, metadata: Dict[str, str]) -> GraphSpec:
+    """The spec of a :class:`~hybrid_encoders.deploy.streaming_graphs.StreamingChunkGraph` (``x`` (N, T, F) and the
+    states) with a dynamic batch axis everywhere."""
     example = (_feature_inputs(2, (graph.frames,) * 2, graph.encoder.input_size)[0], *graph.initial_states(2))
     names = graph.state_names()
     dynamic = ({0: torch.export.Dim.DYNAMIC(min=1)},
@@ -133,6 +133,9 @@ def streaming_graph_spec(name: str, graph: StreamingChunkGraph, output_name: str
 
 def build_graphs(experiment: LoadedExperiment, streaming: bool = False) -> List[GraphSpec]:
     """The graphs of an experiment (see the module docstring), in export order."""
+    # the streaming graphs build on the encoders, which import ESPnet: only when exporting (keeps the CLI importable)
+    from hybrid_encoders.deploy.streaming_graphs import StreamingChunkGraph
+
     model, config = experiment.model, experiment.config
     feature_dim = model.encoder.input_size
     normalization = FeatureNormalization.from_espnet(model.normalize)
