@@ -2,7 +2,8 @@
 
 * :func:`export_onnx` (``hybrid-encoders export onnx``): an experiment's ``config.yaml`` + model file -> a folder of
   ONNX graphs, ``tokens.txt`` and the frontend description, in the layout sherpa-onnx reads
-  (:mod:`hybrid_encoders.deploy.onnx_export`).
+  (:mod:`hybrid_encoders.deploy.onnx_export`); with ``streaming=True`` a causal Zipformer's chunk graphs with cached
+  states, for sherpa-onnx's ``OnlineRecognizer`` (:mod:`hybrid_encoders.deploy.streaming_graphs`).
 * :class:`OnnxAsrModel` (``hybrid-encoders transcribe --onnx DIR``): that folder run with onnxruntime, greedy CTC
   and transducer decoding (:mod:`hybrid_encoders.deploy.runtime`).
 
