@@ -44,6 +44,7 @@ SCHEMA = "hybrid-encoders-bench/1"
 INFERENCE = "inference"
 TRAINING = "training"
 MODES = (INFERENCE, TRAINING)
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclasses.dataclass
@@ -73,6 +74,9 @@ class Settings:
             the live tensors (what ``torch.cuda.max_memory_allocated`` reports on a GPU) instead of what the heap
             keeps. With glibc's default, adaptive threshold the heap keeps hundreds of MB of freed activations during
             a training step, which hides differences in what the step really keeps. Costs page faults (time).
+        amp: ``None`` (fp32), or the dtype of automatic mixed precision, ``"bf16"`` or ``"fp16"``: every forward runs
+            under ``torch.autocast(device, dtype)``, as ESPnet's trainer runs it with ``--use_amp true`` (the
+            backward follows the dtypes autocast chose; the loss scaling of fp16 training is not timed).
     """
 
     lengths_s: Sequence[float] = (5.0, 10.0, 30.0, 60.0)
@@ -91,6 +95,7 @@ class Settings:
     seed: int = 0
     batch_count: int = 0
     live_memory: bool = False
+    amp: Optional[str] = None
 
     def __post_init__(self):
         self.lengths_s = [float(length) for length in self.lengths_s]
@@ -110,6 +115,8 @@ class Settings:
             raise ValueError(f"device must be 'cpu' or 'cuda', got '{self.device}'")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' was asked for, but torch.cuda.is_available() is False")
+        if self.amp is not None and self.amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be None or one of {sorted(AMP_DTYPES)}, got '{self.amp}'")
         if self.min_cpu_ratio is None:
             self.min_cpu_ratio = 0.75 * self.threads if self.device == "cpu" else 0.0
 
@@ -232,10 +239,21 @@ def set_batch_count(model: torch.nn.Module, batch_count: int) -> None:
 
 
 class _Step:
-    """One inference forward or one training step of a model on fixed inputs."""
+    """One inference forward or one training step of a model on fixed inputs, the forward under autocast to
+    ``amp`` (a key of :data:`AMP_DTYPES`) where one is given."""
 
-    def __init__(self, model: torch.nn.Module, mode: str, xs: torch.Tensor, ilens: torch.Tensor, seed: int = 0):
+    def __init__(
+        self, model: torch.nn.Module, mode: str, xs: torch.Tensor, ilens: torch.Tensor, seed: int = 0,
+        amp: Optional[str] = None,
+    ):
         self.model, self.mode, self.xs, self.ilens, self.seed = model, mode, xs, ilens, seed
+        self.amp = amp
+
+    def _forward(self) -> torch.Tensor:
+        if self.amp is None:
+            return _output(self.model(self.xs, self.ilens))
+        with torch.autocast(self.xs.device.type, dtype=AMP_DTYPES[self.amp]):
+            return _output(self.model(self.xs, self.ilens))
 
     def prepare(self):
         """Put the model in the mode's state, drop old gradients and, for training, seed torch's and Python's
@@ -249,9 +267,9 @@ class _Step:
     def __call__(self) -> torch.Tensor:
         if self.mode == INFERENCE:
             with torch.no_grad():
-                out = _output(self.model(self.xs, self.ilens))
+                out = self._forward()
         else:
-            out = _output(self.model(self.xs, self.ilens))
+            out = self._forward()
             out.float().pow(2).mean().backward()
         if self.xs.is_cuda:
             torch.cuda.synchronize()
@@ -482,7 +500,7 @@ class Benchmark:
             for mode in settings.modes:
                 cell = {"encoder": label, "length_s": length_s, "frames": frames, "batch": settings.batch, "mode": mode}
                 cell.update(status="ok", note="", runs=[])
-                step = _Step(model, mode, xs, ilens, settings.seed)
+                step = _Step(model, mode, xs, ilens, settings.seed, settings.amp)
                 step.prepare()
                 counted = _guarded(cell, lambda: count_flops(step), settings.device)
                 if counted is not None:

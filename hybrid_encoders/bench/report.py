@@ -70,7 +70,7 @@ def markdown_table(result: dict) -> str:
     )
     lines = [
         f"torch {env['torch']}, {env['device_name']} ({env['device']}), {settings['threads']} threads, batch {batch}, "
-        f"{settings['feature_dim']}-dim features at {settings['frame_rate_hz']:g} Hz, {protocol}, {result['started']} "
+        f"{'autocast ' + settings['amp'] if settings.get('amp') else 'fp32'}, {settings['feature_dim']}-dim features at {settings['frame_rate_hz']:g} Hz, {protocol}, {result['started']} "
         f"to {result['finished']}, 1-min load average {_load(env, 'start')} at the start and {_load(env, 'end')} at "
         f"the end ({env['cpu_count']} cores).",
         (

@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser):
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="(default: %(default)s)")
     parser.add_argument(
+        "--amp",
+        choices=("bf16", "fp16"),
+        help="run every forward under torch.autocast to this dtype, as ESPnet's --use_amp true does (default: fp32)",
+    )
+    parser.add_argument(
         "--min-cpu-ratio",
         type=float,
         help="CPU/wall ratio under which a run counts as disturbed and is repeated (default: 0.75 x threads on CPU)",
@@ -130,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
             flops_only=args.flops_only,
             batch_count=args.batch_count,
             live_memory=args.live_memory,
+            amp=args.amp,
         )
     except ValueError as error:
         print(f"hybrid-encoders bench: error: {error}", file=sys.stderr)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 
-from hybrid_encoders.bench.harness import Benchmark, Candidate, MemoryProbe, Settings, count_flops
+from hybrid_encoders.bench.harness import Benchmark, Candidate, MemoryProbe, Settings, _Step, count_flops
 from hybrid_encoders.bench.models import ESPNET, EncoderSpec, parse_encoder, parse_encoders
 from hybrid_encoders.bench.report import markdown_table, write_report
 from hybrid_encoders.commands import bench as bench_command
@@ -302,6 +302,24 @@ def test_settings_reject_bad_values_naming_the_key():
     with pytest.raises(ValueError, match="runs"):
         Settings(runs=0)
     assert Settings(threads=4).min_cpu_ratio == 3.0
+    with pytest.raises(ValueError, match="amp must be None or one of \\['bf16', 'fp16'\\], got 'int8'"):
+        Settings(amp="int8")
+
+
+@pytest.mark.parametrize("amp, dtype, rtol", [(None, torch.float32, 1e-5), ("bf16", torch.bfloat16, 1e-2)])
+def test_training_step_runs_the_forward_under_the_requested_autocast(amp, dtype, rtol):
+    torch.manual_seed(0)
+    model = LinearStack([8, 6, 4])
+    xs, ilens = torch.randn(2, 5, 8), torch.full((2,), 5)
+    step = _Step(model, "training", xs, ilens, amp=amp)
+    step.prepare()
+    out = step()
+    assert out.dtype == dtype and out.shape == (2, 5, 4)
+    # the gradient of mean(out^2) over the last layer's bias, computed from the step's own output (in bf16 the
+    # output's gradient is itself rounded to bf16: 8 bits of mantissa)
+    expected = 2 * out.float().sum(dim=(0, 1)) / out.numel()
+    assert model.layers[1].bias.grad.dtype == torch.float32
+    torch.testing.assert_close(model.layers[1].bias.grad, expected, rtol=rtol, atol=1e-6)
 
 
 def test_unknown_encoder_or_preset_names_list_the_valid_ones():
