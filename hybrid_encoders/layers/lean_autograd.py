@@ -14,7 +14,14 @@ function                               plain formulation saves               thi
 :func:`gate`                           ``values``, ``gate``, ``f(gate)``     ``values``, ``gate``
 :func:`pointwise`                      an intermediate of ``f`` (some)       ``x``
 :func:`dropout`, :class:`Dropout`      float mask (CPU)                      bool mask
+:func:`softmax` under autocast         the output in float32 (CUDA)          the output in autocast's dtype
 =====================================  ====================================  ======================================
+
+CUDA's autocast computes ``softmax`` in float32 and returns float32, so an attention layer would save its (B, H, T, T)
+weights in float32 for the softmax's backward pass and, cast again by each matrix product that reads them, once more
+in the autocast dtype. :func:`softmax` returns and saves them in the autocast dtype once (icefall's
+``SoftmaxFunction``); the products then read that tensor without a cast. CPU autocast keeps a bf16 input in bf16, so
+there the function changes nothing.
 
 ``x``, ``values`` and ``gate`` are usually slices of a projection that is saved anyway (by a Balancer, say), so they
 cost nothing extra. Only the backward pass pays: one recomputation of a pointwise function.
@@ -237,6 +244,33 @@ class _Dropout(torch.autograd.Function):
     def backward(ctx, grad):
         (keep,) = ctx.saved_tensors
         return _apply_mask(grad, keep, ctx.keep_scale), None, None
+
+
+class _Softmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, dim, dtype):
+        weights = x.softmax(dim=dim).to(dtype)
+        ctx.dim, ctx.input_dtype = dim, x.dtype
+        ctx.save_for_backward(weights)
+        return weights
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weights,) = ctx.saved_tensors
+        # the kernel autograd runs for softmax (float accumulation inside for 16-bit types)
+        grad_input = torch._softmax_backward_data(grad.to(weights.dtype), weights, ctx.dim, weights.dtype)
+        return grad_input.to(ctx.input_dtype), None, None
+
+
+def softmax(x: Tensor, dim: int) -> Tensor:
+    """``x.softmax(dim)``, returned and saved for the backward pass in autocast's dtype where autocast is on for
+    ``x``'s device (see the module docstring), else in ``x``'s dtype; the plain softmax without a gradient to compute.
+    The gradient is the softmax's own, computed from the saved output."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return x.softmax(dim=dim)
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    return _Softmax.apply(x, dim, dtype)
 
 
 def dropout_mask(x: Tensor, p: float, shared_dim: Optional[int] = None) -> Tensor:

@@ -15,6 +15,7 @@ from torch import nn
 from hybrid_encoders.layers.export_mode import is_exporting
 from hybrid_encoders.layers.lean_autograd import TANH
 from hybrid_encoders.layers.lean_autograd import gate as lean_gate
+from hybrid_encoders.layers.lean_autograd import softmax as lean_softmax
 from hybrid_encoders.layers.relative_shift import relative_to_absolute
 from hybrid_encoders.layers.swoosh import ScaledLinear
 from hybrid_encoders.regularization.balancer import Balancer, penalize_abs_values_gt
@@ -187,7 +188,7 @@ class RelPositionAttentionWeights(nn.Module):
             else:
                 scores.masked_fill_(mask, MASKED_SCORE)
         if scores.requires_grad:
-            return scores.softmax(dim=-1)
+            return lean_softmax(scores, dim=-1)
         return torch.softmax(scores, dim=-1, out=scores)  # in place: no second (B, H, T, T) tensor at inference
 
 

@@ -15,6 +15,7 @@ from hybrid_encoders.layers.lean_autograd import (
     dropout,
     gate,
     pointwise,
+    softmax,
 )
 from hybrid_encoders.layers.swoosh import SWOOSH_ACTIVATIONS, SwooshLinear
 
@@ -231,3 +232,41 @@ def test_activation_conv_gradcheck_against_plain_formula(conv):
 def test_activation_conv_rejects_string_padding():
     with pytest.raises(ValueError, match="numeric zero padding"):
         activation_conv(torch.randn(1, 2, 5), SILU, torch.nn.Conv1d(2, 2, 3, padding="same"))
+
+
+def test_softmax_gradient_is_the_plain_softmax_gradient():
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: softmax(x, dim=-1), (x,))
+    y = torch.randn(2, 3, 5, 7, requires_grad=True)
+    g = torch.randn(2, 3, 5, 7)
+    (ours,) = torch.autograd.grad(softmax(y, dim=-1), y, g)
+    (plain,) = torch.autograd.grad(y.softmax(dim=-1), y, g)
+    assert torch.equal(ours, plain)  # the same kernel on the same saved output
+
+
+def test_softmax_under_autocast_returns_and_saves_its_output_in_autocast_dtype():
+    # CPU autocast keeps a float32 softmax in float32, which is what CUDA autocast does to every softmax: the case
+    # in which the plain formulation saves (B, H, T, T) float32 weights and the matmuls cast them once more.
+    torch.manual_seed(0)
+    scores = torch.randn(2, 4, 30, 30, requires_grad=True)
+    values = torch.randn(2, 4, 30, 8, requires_grad=True)
+    elements = scores.numel()
+
+    def plain(scores, values):
+        return torch.matmul(scores.softmax(dim=-1), values)
+
+    def lean(scores, values):
+        return torch.matmul(softmax(scores, dim=-1), values)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        weights = softmax(scores, dim=-1)
+        assert weights.dtype == torch.bfloat16
+        assert saved_bytes(plain, scores, values) >= (4 + 2) * elements
+        assert saved_bytes(lean, scores, values, exclude=[]) - 2 * values.numel() == 2 * elements
+        out, reference = lean(scores, values), plain(scores, values)
+    torch.testing.assert_close(out, reference, rtol=0, atol=0)  # the products see the same bf16 weights
+    grads = torch.autograd.grad(out.float().square().sum(), (scores, values), retain_graph=True)
+    expected = torch.autograd.grad(reference.float().square().sum(), (scores, values))
+    for actual, wanted in zip(grads, expected):
+        assert actual.dtype == wanted.dtype == torch.float32
+        torch.testing.assert_close(actual, wanted, rtol=2e-2, atol=2e-2 * float(wanted.abs().max()))
