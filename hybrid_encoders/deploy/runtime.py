@@ -88,6 +88,14 @@ def tokens_to_text(tokens: Sequence[str]) -> str:
     return "".join(tokens).replace("<space>", " ").replace("▁", " ").strip()
 
 
+def read_manifest(folder: pathlib.Path) -> dict:
+    """The ``deploy.yaml`` of an export folder; a clear error where there is none."""
+    path = pathlib.Path(folder) / "deploy.yaml"
+    if not path.is_file():
+        raise ExportError(f"--onnx {folder}: no deploy.yaml; not a folder written by hybrid-encoders export onnx")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
 class OnnxAsrModel:
     """An exported folder (``hybrid-encoders export onnx``) run with onnxruntime.
 
@@ -101,10 +109,7 @@ class OnnxAsrModel:
     def __init__(self, folder, int8: bool = False, decoding: Optional[str] = None, threads: int = 0):
         ort = require("onnxruntime")
         self.folder = pathlib.Path(folder)
-        manifest_path = self.folder / "deploy.yaml"
-        if not manifest_path.is_file():
-            raise ExportError(f"--onnx {folder}: no deploy.yaml; not a folder written by hybrid-encoders export onnx")
-        self.manifest = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
+        self.manifest = read_manifest(self.folder)
         if self.manifest.get("streaming"):
             raise ExportError(
                 f"--onnx {folder}: a streaming export (chunk graphs with states); run it with sherpa-onnx's "

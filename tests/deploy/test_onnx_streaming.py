@@ -6,8 +6,6 @@ The models are tiny causal Zipformers with random weights and Kaldi fbank featur
 CTC model with a global MVN (folded into the graph) and one pruned transducer with a CTC head.
 """
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
@@ -17,6 +15,8 @@ from deploy_helpers import ENCODERS, TOKENS, save_experiment, write_test_wavs
 
 from hybrid_encoders.cli import main
 from hybrid_encoders.deploy import ExportError, OnnxAsrModel, export_onnx
+from hybrid_encoders.deploy.evaluate import main as evaluate_main
+from hybrid_encoders.deploy.evaluate import pytorch_streaming_tokens, sherpa_online_tokens
 
 CHUNK, LEFT = 16, 32  # embed frames: 320 ms chunks, 640 ms of left context
 CAUSAL = {**ENCODERS["zipformer"], "causal": True, "chunk_size": [CHUNK, 32], "left_context_frames": [LEFT]}
@@ -153,38 +153,6 @@ def test_non_causal_model_is_refused(tmp_path):
 # ---- sherpa-onnx's OnlineRecognizer ----
 
 
-def _pytorch_streaming_tokens(model, audio: np.ndarray, frames: int, stride: int) -> list:
-    """Greedy tokens of our PyTorch streaming on the chunks sherpa-onnx encodes: features by the model's own
-    frontend (torchaudio's Kaldi fbank), ESPnet's normalize, ``forward_streaming`` of every full chunk."""
-    from espnet2.asr.transducer.beam_search_transducer import BeamSearchTransducer
-
-    speech = torch.from_numpy(audio)[None]
-    with torch.no_grad():
-        features, lengths = model.frontend(speech, torch.tensor([speech.size(1)]))
-        if model.normalize is not None:
-            features, lengths = model.normalize(features, lengths)
-        chunks = (features.size(1) - frames) // stride + 1
-        usable = stride * (chunks - 1) + frames
-        encoded, _, _ = model.encoder.forward_streaming(features[:, :usable], torch.tensor([usable]))
-        if getattr(model, "joint_network", None) is not None:
-            search = BeamSearchTransducer(model.decoder, model.joint_network, beam_size=1)
-            return [int(token) for token in search(encoded[0])[0].yseq[1:]]
-        best = model.ctc.argmax(encoded)[0].tolist()
-    return [token for token, _ in itertools.groupby(best) if token != 0]
-
-
-def _sherpa_tokens(recognizer, audio: np.ndarray) -> list:
-    stream = recognizer.create_stream()
-    for start in range(0, len(audio), 1600):  # 100 ms pieces, as a live client feeds them
-        stream.accept_waveform(16000, audio[start : start + 1600])
-        while recognizer.is_ready(stream):
-            recognizer.decode_stream(stream)
-    stream.input_finished()
-    while recognizer.is_ready(stream):
-        recognizer.decode_stream(stream)
-    return [token.replace(" ", "▁") for token in recognizer.get_result_all(stream).tokens]
-
-
 def _check_sherpa(recognizer, model, folder, wavs):
     import soundfile
 
@@ -193,9 +161,9 @@ def _check_sherpa(recognizer, model, folder, wavs):
     emitted = 0
     for wav in wavs:
         audio, _ = soundfile.read(str(wav), dtype="float32")
-        expected = _pytorch_streaming_tokens(model, audio, frames, stride)
+        expected = pytorch_streaming_tokens(model, audio, frames, stride)
         symbols = ["▁" if TOKENS[token] == "<space>" else TOKENS[token] for token in expected]
-        assert _sherpa_tokens(recognizer, audio) == symbols, wav.name
+        assert sherpa_online_tokens(recognizer, audio) == symbols, wav.name
         emitted += len(expected)
     assert emitted >= 5  # not a vacuous comparison of empty outputs
 
@@ -236,4 +204,22 @@ def test_int8_streaming_encoder_runs_in_sherpa_onnx(transducer_export, wavs):
         decoder=str(folder / "decoder.onnx"), joiner=str(folder / "joiner.onnx"), num_threads=1,
     )  # fmt: skip
     audio, _ = soundfile.read(str(wavs[0]), dtype="float32")
-    assert len(_sherpa_tokens(recognizer, audio)) > 0
+    assert len(sherpa_online_tokens(recognizer, audio)) > 0
+
+
+def test_evaluate_decodes_a_streaming_export_with_pytorch_and_sherpa(ctc_export, wavs, tmp_path, capsys):
+    pytest.importorskip("sherpa_onnx")
+    model, folder = ctc_export
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "wav.scp").write_text("".join(f"{wav.stem} {wav}\n" for wav in wavs))
+    (data / "text").write_text("".join(f"{wav.stem} a b\n" for wav in wavs))
+    experiment = ["--config", str(folder.parent / "config.yaml"), "--model", str(folder.parent / "model.pth")]
+
+    assert evaluate_main(["--onnx", str(folder), "--data", str(data), *experiment]) == 0
+
+    header, *rows = capsys.readouterr().out.strip().splitlines()
+    stride = yaml.safe_load((folder / "deploy.yaml").read_text())["streaming"]["decode_chunk_len"]
+    assert header.endswith(f"ctc greedy decoding, chunks of {stride} feature frames")
+    assert [row.split()[0] for row in rows] == ["pytorch_streaming", "sherpa_online"]
+    assert rows[1].endswith("hypotheses differing from pytorch_streaming: 0")
