@@ -11,8 +11,8 @@ how many hypotheses differ from the first runtime's, and lists the differing utt
 
 A streaming export (``export onnx --streaming``) is decoded chunk by chunk instead: by the PyTorch model's
 ``forward_streaming`` (``--config`` / ``--model``) and by sherpa-onnx's ``OnlineRecognizer`` (always; with
-``--int8`` also on the int8 chunk graph), fed 100 ms pieces as a live client feeds them. sherpa-onnx encodes whole
-chunks only, so both decode the utterance's whole chunks (the last ``< T`` feature frames wait for more audio).
+``--int8`` also on the int8 chunk graph), fed 100 ms pieces as a live client feeds them. sherpa-onnx encodes a chunk
+only once one frame beyond it is ready, so both decode the chunks it encodes (the last frames wait for more audio).
 """
 
 import argparse
@@ -67,10 +67,11 @@ def pytorch_decoder(config, model_file, decoding: str) -> Callable[[np.ndarray],
 def pytorch_streaming_tokens(model, audio: np.ndarray, frames: int, stride: int) -> List[int]:
     """Greedy token ids of an ESPnet model with a causal Zipformer, streamed over the chunks sherpa-onnx encodes.
 
-    Features come from the model's own frontend and normalisation; ``forward_streaming`` encodes the utterance's
-    whole chunks (``frames`` feature frames each, advancing by ``stride``; the tail that completes no chunk is left
-    out, as sherpa-onnx leaves it), then greedy transducer search or the CTC argmax with repeats merged and blanks
-    dropped.
+    Features come from the model's own frontend and normalisation; ``forward_streaming`` encodes the chunks that
+    sherpa-onnx encodes (``frames`` feature frames each, advancing by ``stride``): chunk k once more than
+    ``k * stride + frames`` frames are ready (its ``IsReady`` asks for one frame beyond the chunk), so the tail that
+    completes no such chunk is left out. Then greedy transducer search or the CTC argmax with repeats merged and
+    blanks dropped.
 
     Args:
         model: an ``ESPnetASRModel`` (CTC) or transducer, eval mode.
@@ -85,9 +86,9 @@ def pytorch_streaming_tokens(model, audio: np.ndarray, frames: int, stride: int)
         features, lengths = model.frontend(speech, torch.tensor([speech.size(1)]))
         if model.normalize is not None:
             features, lengths = model.normalize(features, lengths)
-        chunks = (features.size(1) - frames) // stride + 1
-        if chunks < 1:
+        if features.size(1) <= frames:
             return []
+        chunks = (features.size(1) - frames - 1) // stride + 1
         usable = stride * (chunks - 1) + frames
         encoded, _, _ = model.encoder.forward_streaming(features[:, :usable], torch.tensor([usable]))
         if getattr(model, "joint_network", None) is not None:

@@ -223,3 +223,30 @@ def test_evaluate_decodes_a_streaming_export_with_pytorch_and_sherpa(ctc_export,
     assert header.endswith(f"ctc greedy decoding, chunks of {stride} feature frames")
     assert [row.split()[0] for row in rows] == ["pytorch_streaming", "sherpa_online"]
     assert rows[1].endswith("hypotheses differing from pytorch_streaming: 0")
+
+
+class _FrameCountingModel:
+    """Stands in for an ESPnet CTC model: ``n`` feature frames whatever the audio; records the frames encoded."""
+
+    def __init__(self, n: int):
+        self.n, self.encoded, self.normalize = n, [], None
+        self.encoder = self
+        self.ctc = self
+
+    def frontend(self, speech, lengths):
+        return torch.zeros(1, self.n, 80), torch.tensor([self.n])
+
+    def forward_streaming(self, features, lengths):
+        self.encoded.append(features.size(1))
+        return torch.zeros(1, 1, 4), lengths, None
+
+    def argmax(self, encoded):
+        return torch.zeros(1, encoded.size(1), dtype=torch.long)
+
+
+@pytest.mark.parametrize("n, chunks", [(45, 0), (46, 1), (77, 1), (78, 2), (109, 2), (110, 3)])
+def test_pytorch_streaming_encodes_the_chunks_sherpa_onnx_encodes(n, chunks):
+    # sherpa-onnx's IsReady: chunk k (T frames from k * stride) is encoded once more than k * stride + T are ready
+    model, frames, stride = _FrameCountingModel(n), 45, 32
+    assert pytorch_streaming_tokens(model, np.zeros(16000, np.float32), frames, stride) == []
+    assert model.encoded == ([frames + (chunks - 1) * stride] if chunks else [])
