@@ -20,7 +20,7 @@ import itertools
 import pathlib
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
@@ -112,10 +112,6 @@ def sherpa_online_tokens(recognizer, audio: np.ndarray, piece: int = 1600) -> Li
     return [token.replace(" ", "▁") for token in recognizer.get_result_all(stream).tokens]
 
 
-def _symbols_to_text(symbols: List[str]) -> str:
-    return "".join(symbols).replace("▁", " ").strip()
-
-
 def pytorch_streaming_decoder(config, model_file, streaming: dict) -> Callable[[np.ndarray], str]:
     """Text of :func:`pytorch_streaming_tokens` with the chunking of a streaming export's manifest."""
     from espnet2.tasks.asr import ASRTask
@@ -126,7 +122,7 @@ def pytorch_streaming_decoder(config, model_file, streaming: dict) -> Callable[[
 
     def decode(audio: np.ndarray) -> str:
         ids = pytorch_streaming_tokens(model, audio, streaming["T"], streaming["decode_chunk_len"])
-        return _symbols_to_text(["▁" if tokens[i] == "<space>" else tokens[i] for i in ids])
+        return tokens_to_text([tokens[i] for i in ids])
 
     return decode
 
@@ -145,7 +141,7 @@ def sherpa_online_decoder(folder: pathlib.Path, decoding: str, threads: int, int
         recognizer = sherpa_onnx.OnlineRecognizer.from_zipformer2_ctc(
             model=str(folder / f"ctc{suffix}"), tokens=tokens, num_threads=threads, decoding_method="greedy_search"
         )
-    return lambda audio: _symbols_to_text(sherpa_online_tokens(recognizer, audio))
+    return lambda audio: tokens_to_text(sherpa_online_tokens(recognizer, audio))
 
 
 def sherpa_decoder(folder: pathlib.Path, decoding: str, threads: int) -> Callable[[np.ndarray], str]:
@@ -170,33 +166,38 @@ def sherpa_decoder(folder: pathlib.Path, decoding: str, threads: int) -> Callabl
     return decode
 
 
-def offline_decoders(args: argparse.Namespace, _streaming=None) -> Dict[str, Callable[[np.ndarray], str]]:
-    """PyTorch (with ``--config``), onnxruntime fp32 and int8, sherpa-onnx's ``OfflineRecognizer``."""
+Decoders = Dict[str, Callable[[np.ndarray], str]]
+
+
+def offline_decoders(args: argparse.Namespace) -> Tuple[str, Decoders]:
+    """The decoding (``--decoding`` or the export's default) and its decoders: PyTorch (with ``--config``),
+    onnxruntime fp32 and int8, sherpa-onnx's ``OfflineRecognizer``."""
     fp32 = OnnxAsrModel(args.onnx, decoding=args.decoding, threads=args.threads)
-    args.decoding = fp32.decoding
-    decoders: Dict[str, Callable[[np.ndarray], str]] = {}
+    decoding = fp32.decoding
+    decoders: Decoders = {}
     if args.config:
-        decoders["pytorch"] = pytorch_decoder(args.config, args.model, args.decoding)
+        decoders["pytorch"] = pytorch_decoder(args.config, args.model, decoding)
     decoders["ort_fp32"] = lambda audio: fp32.transcribe([audio])[0]
     if args.int8:
-        int8 = OnnxAsrModel(args.onnx, int8=True, decoding=args.decoding, threads=args.threads)
+        int8 = OnnxAsrModel(args.onnx, int8=True, decoding=decoding, threads=args.threads)
         decoders["ort_int8"] = lambda audio: int8.transcribe([audio])[0]
     if args.sherpa:
-        decoders["sherpa_onnx"] = sherpa_decoder(args.onnx, args.decoding, args.threads)
-    return decoders
+        decoders["sherpa_onnx"] = sherpa_decoder(args.onnx, decoding, args.threads)
+    return decoding, decoders
 
 
-def streaming_decoders(args: argparse.Namespace, streaming: dict) -> Dict[str, Callable[[np.ndarray], str]]:
-    """PyTorch ``forward_streaming`` (with ``--config``), sherpa-onnx's ``OnlineRecognizer`` on the fp32 and (with
-    ``--int8``) the int8 chunk graphs; transducer decoding where the export has an ``encoder.onnx``, else CTC."""
-    args.decoding = args.decoding or ("transducer" if (args.onnx / "encoder.onnx").is_file() else "ctc")
-    decoders: Dict[str, Callable[[np.ndarray], str]] = {}
+def streaming_decoders(args: argparse.Namespace, streaming: dict) -> Tuple[str, Decoders]:
+    """The decoding (transducer where the export has an ``encoder.onnx``, else CTC) and its decoders: PyTorch
+    ``forward_streaming`` (with ``--config``), sherpa-onnx's ``OnlineRecognizer`` on the fp32 and (with ``--int8``)
+    the int8 chunk graphs."""
+    decoding = args.decoding or ("transducer" if (args.onnx / "encoder.onnx").is_file() else "ctc")
+    decoders: Decoders = {}
     if args.config:
         decoders["pytorch_streaming"] = pytorch_streaming_decoder(args.config, args.model, streaming)
-    decoders["sherpa_online"] = sherpa_online_decoder(args.onnx, args.decoding, args.threads, int8=False)
+    decoders["sherpa_online"] = sherpa_online_decoder(args.onnx, decoding, args.threads, int8=False)
     if args.int8:
-        decoders["sherpa_online_int8"] = sherpa_online_decoder(args.onnx, args.decoding, args.threads, int8=True)
-    return decoders
+        decoders["sherpa_online_int8"] = sherpa_online_decoder(args.onnx, decoding, args.threads, int8=True)
+    return decoding, decoders
 
 
 def main(argv=None) -> int:
@@ -214,8 +215,7 @@ def main(argv=None) -> int:
     import soundfile
 
     streaming = read_manifest(args.onnx).get("streaming")
-    decoders = (streaming_decoders if streaming else offline_decoders)(args, streaming)
-    decoding = args.decoding
+    decoding, decoders = streaming_decoders(args, streaming) if streaming else offline_decoders(args)
     keys, wavs, references = read_data(args.data)
     audios = [soundfile.read(path, dtype="float32")[0] for path in wavs]
     seconds = sum(len(audio) for audio in audios) / 16000

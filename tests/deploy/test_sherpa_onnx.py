@@ -109,3 +109,25 @@ def test_sherpa_onnx_offline_command_line_tool(wavs):
     )  # fmt: skip
     line = next(line for line in (result.stdout + result.stderr).splitlines() if line.startswith("{"))
     assert json.loads(line)["tokens"] == _expected_symbols(pytorch_greedy(model, wavs[0]))
+
+
+def test_evaluate_decodes_an_offline_export_in_every_runtime(wavs, tmp_path, capsys):
+    """``python -m hybrid_encoders.deploy.evaluate``: PyTorch, onnxruntime fp32 and int8 and sherpa-onnx on a data
+    folder; fp32 onnxruntime and sherpa-onnx give PyTorch's hypotheses."""
+    from hybrid_encoders.deploy.evaluate import main as evaluate_main
+
+    _, folder = exported("squeezeformer")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "wav.scp").write_text("".join(f"{wav.stem} {wav}\n" for wav in wavs))
+    (data / "text").write_text("".join(f"{wav.stem} a b\n" for wav in wavs))
+    experiment = ["--config", str(folder.parent / "config.yaml"), "--model", str(folder.parent / "model.pth")]
+
+    assert evaluate_main(["--onnx", str(folder), "--data", str(data), *experiment, "--int8", "--sherpa"]) == 0
+
+    lines = capsys.readouterr().out.strip().splitlines()
+    header, *rows = lines[next(i for i, line in enumerate(lines) if " utterances, " in line) :]  # after ESPnet's notes
+    assert header.startswith(f"{len(wavs)} utterances") and header.endswith("ctc greedy decoding")
+    assert [row.split()[0] for row in rows] == ["pytorch", "ort_fp32", "ort_int8", "sherpa_onnx"]
+    for row in (rows[1], rows[3]):
+        assert row.endswith("hypotheses differing from pytorch: 0")
