@@ -68,11 +68,12 @@ def markdown_table(result: dict) -> str:
         if settings["flops_only"]
         else f"{settings['warmup']} warm-up + {settings['runs']} timed runs (seconds per batch: median (min–max))"
     )
+    precision = f"autocast {settings['amp']}" if settings.get("amp") else "fp32"
     lines = [
         f"torch {env['torch']}, {env['device_name']} ({env['device']}), {settings['threads']} threads, batch {batch}, "
-        f"{'autocast ' + settings['amp'] if settings.get('amp') else 'fp32'}, {settings['feature_dim']}-dim features at {settings['frame_rate_hz']:g} Hz, {protocol}, {result['started']} "
-        f"to {result['finished']}, 1-min load average {_load(env, 'start')} at the start and {_load(env, 'end')} at "
-        f"the end ({env['cpu_count']} cores).",
+        f"{precision}, {settings['feature_dim']}-dim features at {settings['frame_rate_hz']:g} Hz, {protocol}, "
+        f"{result['started']} to {result['finished']}, 1-min load average {_load(env, 'start')} at the start and "
+        f"{_load(env, 'end')} at the end ({env['cpu_count']} cores).",
         (
             f"Machine: {matmul:.1f} GFLOP/s on a {machine['matmul_size']}² fp32 matmul. "
             if matmul

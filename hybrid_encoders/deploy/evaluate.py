@@ -127,7 +127,9 @@ def pytorch_streaming_decoder(config, model_file, streaming: dict) -> Callable[[
     return decode
 
 
-def sherpa_online_decoder(folder: pathlib.Path, decoding: str, threads: int, int8: bool) -> Callable[[np.ndarray], str]:
+def sherpa_online_decoder(
+    folder: pathlib.Path, decoding: str, threads: int, int8: bool
+) -> Callable[[np.ndarray], str]:
     """sherpa-onnx's ``OnlineRecognizer`` on a streaming export (greedy search), through :func:`sherpa_online_tokens`."""
     sherpa_onnx = require("sherpa_onnx")
     suffix = ".int8.onnx" if int8 else ".onnx"
