@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybrid_encoders.layers.autocast_state import autocast_dtype
+
 Tensor = torch.Tensor
 
 
@@ -268,9 +270,7 @@ def softmax(x: Tensor, dim: int) -> Tensor:
     The gradient is the softmax's own, computed from the saved output."""
     if not (torch.is_grad_enabled() and x.requires_grad):
         return x.softmax(dim=dim)
-    device = x.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-    return _Softmax.apply(x, dim, dtype)
+    return _Softmax.apply(x, dim, autocast_dtype(x.device.type) or x.dtype)
 
 
 def dropout_mask(x: Tensor, p: float, shared_dim: Optional[int] = None) -> Tensor:

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 
 from hybrid_encoders.batch_context import BatchContext, find_batch_context
+from hybrid_encoders.layers.autocast_state import autocast_dtype
 from hybrid_encoders.layers.export_mode import is_exporting
 
 MAX_LISTED = 10  # short inputs named in one TooShortUttError message
@@ -72,7 +73,7 @@ def check_encoder_input(
         raise ValueError(f"{name}: ilens must have shape ({xs_pad.size(0)},), got {tuple(ilens.shape)}")
     if xs_pad.size(0) == 0:
         raise ValueError(f"{name}: empty batch (xs_pad has shape {tuple(xs_pad.shape)})")
-    if param_dtype is not None and xs_pad.dtype != param_dtype and not _autocast_enabled(xs_pad.device.type):
+    if param_dtype is not None and xs_pad.dtype != param_dtype and autocast_dtype(xs_pad.device.type) is None:
         raise ValueError(
             f"{name}: xs_pad is {xs_pad.dtype} but the encoder's parameters are {param_dtype}: convert one to the "
             f"other (xs_pad.to({param_dtype}) or encoder.to({xs_pad.dtype})) or run the encoder under torch.autocast"
@@ -102,13 +103,6 @@ def prepare_encoder_input(
     """
     check_encoder_input(xs_pad, ilens, input_size, name, param_dtype)
     return xs_pad.masked_fill(make_pad_mask(ilens, xs_pad.size(1)).unsqueeze(-1), 0.0)
-
-
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4: no device argument
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
 def raise_too_short(name: str, ilens: torch.Tensor, min_length: int) -> None:
