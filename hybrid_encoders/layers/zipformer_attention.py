@@ -16,7 +16,7 @@ from hybrid_encoders.layers.export_mode import is_exporting
 from hybrid_encoders.layers.lean_autograd import TANH
 from hybrid_encoders.layers.lean_autograd import gate as lean_gate
 from hybrid_encoders.layers.lean_autograd import softmax as lean_softmax
-from hybrid_encoders.layers.relative_shift import relative_to_absolute
+from hybrid_encoders.layers.relative_shift import relative_scores
 from hybrid_encoders.layers.swoosh import ScaledLinear
 from hybrid_encoders.regularization.balancer import Balancer, penalize_abs_values_gt
 from hybrid_encoders.regularization.scheduled_float import FloatLike, ScheduledFloat, whitening_schedule
@@ -174,7 +174,7 @@ class RelPositionAttentionWeights(nn.Module):
             positions = self.linear_pos(pos_emb).reshape(keys + frames - 1, heads, -1).permute(1, 2, 0)  # H, dp, K+T-1
             # the block loop below needs T as a Python int and square scores
             if scores.requires_grad or is_exporting() or keys != frames:
-                pos_scores = relative_to_absolute(torch.matmul(p, positions))
+                pos_scores = relative_scores(p, positions)
                 # a skipped term stays in the graph with weight 0: linear_pos gets a (zero) gradient (class docstring)
                 scores = scores + (pos_scores * 0.0 if skip_positions else pos_scores)
             else:

@@ -1,5 +1,6 @@
 import torch
 
+from hybrid_encoders.layers import bypass as bypass_module
 from hybrid_encoders.layers.bypass import BypassModule
 
 
@@ -19,3 +20,16 @@ def test_layer_skip_keeps_whole_sequences_in_training():
     skipped = (out == 0).all(dim=2).all(dim=1)
     kept = (out == 0.5).all(dim=2).all(dim=1)
     assert bool((skipped | kept).all()) and 10 < int(skipped.sum()) < 54
+
+
+def test_export_form_equals_lerp(monkeypatch):
+    """Exported graphs spell out x_orig + c (x - x_orig); it equals torch.lerp (which switches formulas at c = 0.5)."""
+    torch.manual_seed(0)
+    module = BypassModule(6).eval()
+    with torch.no_grad():
+        module.bypass_scale.copy_(torch.tensor([0.0, 0.2, 0.5, 0.7, 1.0, 1.3]))
+    orig, new = torch.randn(2, 5, 6), torch.randn(2, 5, 6)
+    expected = torch.lerp(orig, new, module.bypass_scale)
+    monkeypatch.setattr(bypass_module, "is_exporting", lambda: True)
+    with torch.no_grad():
+        torch.testing.assert_close(module(orig, new), expected, rtol=0, atol=1e-6)

@@ -25,13 +25,20 @@ def test_swoosh_matches_formula_and_derivative(fn, offset, constant):
 
 @pytest.mark.parametrize("fn, offset, constant", [(swoosh_l, 4.0, 0.035), (swoosh_r, 1.0, 0.313261687)])
 def test_export_form_matches_formula_without_overflow(fn, offset, constant, monkeypatch):
-    """Exported graphs compute softplus as relu(z) + log1p(exp(-|z|)); it must stay exact where exp(z) overflows."""
+    """Exported graphs compute softplus as max(log(1 + exp(min(z, 80))), z); it must stay exact where exp(z)
+    overflows and across the switch at z = 80, in float64 and in float32 (the exported dtype)."""
     monkeypatch.setattr(swoosh, "is_exporting", lambda: True)
-    values = [-800.0, -30.0, -0.5, 0.0, 3.9, 25.0, 800.0]  # exp(796) overflows float64
+    switch = 80.0 + offset
+    values = [-800.0, -30.0, -0.5, 0.0, 3.9, 25.0, switch - 0.1, switch, switch + 0.1, 800.0]  # exp(796) overflows
     with torch.no_grad():
         y = fn(torch.tensor(values, dtype=torch.float64))
     expected = [v - offset - 0.08 * v - constant if v > 60 else _reference(v, offset, constant) for v in values]
     torch.testing.assert_close(y, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-9)
+    sweep = torch.linspace(-120.0, 120.0, 24001)
+    with torch.no_grad():
+        y32 = fn(sweep)
+    exact = torch.nn.functional.softplus(sweep.double() - offset) - 0.08 * sweep.double() - constant
+    torch.testing.assert_close(y32.double(), exact, rtol=1e-6, atol=1e-6)
 
 
 def test_swoosh_r_is_zero_at_zero():

@@ -7,21 +7,25 @@ from hybrid_encoders.layers.zipformer_attention import (
     RelPositionAttentionWeights,
     SelfAttention,
     add_relative_scores_,
-    relative_to_absolute,
 )
+from hybrid_encoders.layers.relative_shift import relative_scores, relative_to_absolute
 
 
-@pytest.mark.parametrize("exporting", [False, True], ids=["as_strided", "export_reshape"])
+@pytest.mark.parametrize("exporting", [False, True], ids=["as_strided", "export_spare_column"])
 @pytest.mark.parametrize("frames, keys", [(4, 4), (1, 1), (1, 5), (3, 7), (6, 6)])
-def test_relative_to_absolute_indexing(frames, keys, exporting, monkeypatch):
-    """Both forms (eager strided view, pad-and-reshape of exported graphs); K > T: cached streaming keys."""
+def test_relative_scores_indexing(frames, keys, exporting, monkeypatch):
+    """Both forms (eager strided view; the export form's spare column and slices) against a loop over (i, j); K > T:
+    cached streaming keys."""
     monkeypatch.setattr(relative_shift, "is_exporting", lambda: exporting)
-    scores = torch.randn(2, 3, frames, keys + frames - 1)
-    out = relative_to_absolute(scores)
+    queries = torch.randn(2, 3, frames, 4, dtype=torch.float64)
+    encodings = torch.randn(3, 4, keys + frames - 1, dtype=torch.float64)
+    out = relative_scores(queries, encodings)
     assert out.shape == (2, 3, frames, keys)
     for i in range(frames):
         for j in range(keys):
-            assert torch.equal(out[..., i, j], scores[..., i, frames - 1 + j - i])
+            offset = j - (keys - frames) - i  # key position minus query position
+            expected = (queries[..., i, :] * encodings[..., :, offset + keys - 1]).sum(-1)
+            torch.testing.assert_close(out[..., i, j], expected)
 
 
 def _slow_weights(module, x, pos_emb, mask):
