@@ -44,7 +44,7 @@ def relative_scores(queries: torch.Tensor, encodings: torch.Tensor) -> torch.Ten
         in eager mode.
     """
     if not is_exporting():
-        return relative_to_absolute(torch.matmul(queries, encodings))
+        return relative_to_absolute(torch.matmul(queries, encodings).contiguous())  # a no-op for matmul's output
     # Rows of W + 1 = K + T columns (the last one spare); read flat from element T - 1 in rows of W, row i starts at
     # its column T - 1 - i: out[i, j] = flat[i W + T - 1 + j] = wide[i, T - 1 + j - i], never the spare column.
     wide = torch.matmul(queries, nn.functional.pad(encodings, (0, 1)))
