@@ -195,3 +195,11 @@ def pytorch_greedy(model, wav_path) -> list:
         return [int(token) for token in search(encoded[0])[0].yseq[1:]]
     best = model.ctc.argmax(encoded)[0].tolist()
     return [token for token, _ in itertools.groupby(best) if token != 0]
+
+
+def evaluate_report(out: str):
+    """The header line and the per-runtime rows that ``hybrid_encoders.deploy.evaluate`` printed to ``out``, after
+    whatever ESPnet printed before them."""
+    lines = out.strip().splitlines()
+    header, *rows = lines[next(i for i, line in enumerate(lines) if " utterances, " in line) :]
+    return header, rows

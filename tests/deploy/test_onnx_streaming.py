@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from deploy_helpers import ENCODERS, TOKENS, save_experiment, write_test_wavs
+from deploy_helpers import ENCODERS, TOKENS, evaluate_report, save_experiment, write_test_wavs
 
 from hybrid_encoders.cli import main
 from hybrid_encoders.deploy import ExportError, OnnxAsrModel, export_onnx
@@ -218,8 +218,7 @@ def test_evaluate_decodes_a_streaming_export_with_pytorch_and_sherpa(ctc_export,
 
     assert evaluate_main(["--onnx", str(folder), "--data", str(data), *experiment]) == 0
 
-    lines = capsys.readouterr().out.strip().splitlines()
-    header, *rows = lines[next(i for i, line in enumerate(lines) if " utterances, " in line) :]  # after ESPnet's notes
+    header, rows = evaluate_report(capsys.readouterr().out)
     stride = yaml.safe_load((folder / "deploy.yaml").read_text())["streaming"]["decode_chunk_len"]
     assert header.endswith(f"ctc greedy decoding, chunks of {stride} feature frames")
     assert [row.split()[0] for row in rows] == ["pytorch_streaming", "sherpa_online"]

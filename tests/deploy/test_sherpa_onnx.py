@@ -11,7 +11,7 @@ import pathlib
 
 import pytest
 
-from deploy_helpers import TOKENS, exported, pytorch_greedy, write_test_wavs
+from deploy_helpers import TOKENS, evaluate_report, exported, pytorch_greedy, write_test_wavs
 
 from hybrid_encoders.cli import main
 
@@ -125,8 +125,7 @@ def test_evaluate_decodes_an_offline_export_in_every_runtime(wavs, tmp_path, cap
 
     assert evaluate_main(["--onnx", str(folder), "--data", str(data), *experiment, "--int8", "--sherpa"]) == 0
 
-    lines = capsys.readouterr().out.strip().splitlines()
-    header, *rows = lines[next(i for i, line in enumerate(lines) if " utterances, " in line) :]  # after ESPnet's notes
+    header, rows = evaluate_report(capsys.readouterr().out)
     assert header.startswith(f"{len(wavs)} utterances") and header.endswith("ctc greedy decoding")
     assert [row.split()[0] for row in rows] == ["pytorch", "ort_fp32", "ort_int8", "sherpa_onnx"]
     for row in (rows[1], rows[3]):
