@@ -12,7 +12,7 @@ Training only: in eval mode, or when no gradient flows, they return their input 
 
 import math
 import random
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -35,33 +35,43 @@ def _abs_to_rms(mean_abs: float) -> float:
     return 1.25331413732 * mean_abs
 
 
-def balancer_loss_grad(
+def balancer_direction(
     x: torch.Tensor, channel_dim: int, min_mean: float, max_mean: float, min_rms: float, max_rms: float
-) -> torch.Tensor:
-    """Gradient of the Balancer's per-channel constraint loss w.r.t. ``x``, rescaled to unit RMS per channel.
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The gradient of the Balancer's per-channel constraint loss w.r.t. ``x``, rescaled to unit RMS per channel, as
+    ``offset + slope * x`` with per-channel ``offset`` and ``slope``.
 
     Per channel c (statistics over every other axis): ``m = mean / std``,
     ``loss_c = |m - clamp(m, min_mean, max_mean)| + |log(clamp(rms, min_rms, max_rms) / rms)|``.
+    The loss reads ``x`` only through each channel's mean and variance, so its gradient is affine in ``x``:
+    ``d loss / d x = (L_mean - 2 L_var mean) / N + (2 L_var / N) x`` over the N elements of a channel, with
+    ``L_mean``, ``L_var`` its partial derivatives, and the mean square of that gradient is
+    ``(offset + slope mean)^2 + slope^2 var``. One pass over ``x`` for the statistics gives everything, where
+    differentiating the loss through ``x`` (icefall's formulation, tested against) takes about ten.
 
     Args:
         x: activations of any shape, channel axis ``channel_dim``.
 
     Returns:
-        float32 tensor shaped like ``x``.
+        ``(offset, slope)``: float32, shaped like ``x`` with every axis but the channel axis of size 1.
     """
+    dims = [d for d in range(x.ndim) if d != channel_dim]
+    count = x.numel() // x.shape[channel_dim]
+    var, mean = torch.var_mean(x.detach().float(), dim=dims, correction=0, keepdim=True)
     with torch.enable_grad():
-        x = x.detach().float().requires_grad_(True)
-        dims = [d for d in range(x.ndim) if d != channel_dim]
-        uncentered_var = (x**2).mean(dim=dims, keepdim=True)
-        mean = x.mean(dim=dims, keepdim=True)
-        std = (uncentered_var - mean * mean).clamp(min=1e-20).sqrt()
-        rms = uncentered_var.clamp(min=1e-20).sqrt()
+        mean.requires_grad_(True)
+        var.requires_grad_(True)
+        std = var.clamp(min=1e-20).sqrt()
+        rms = (var + mean * mean).clamp(min=1e-20).sqrt()
         ratio = mean / std
         loss = (ratio - ratio.clamp(min=min_mean, max=max_mean)).abs()
         loss = loss + (rms.clamp(min=min_rms, max=max_rms) / rms).log().abs()
-        (grad,) = torch.autograd.grad(loss.sum(), x)
-    grad_rms = (grad**2).mean(dim=dims, keepdim=True).sqrt().clamp(min=1e-20)
-    return grad / grad_rms
+        loss_mean, loss_var = torch.autograd.grad(loss.sum(), (mean, var))
+    mean, var = mean.detach(), var.detach()
+    slope = 2.0 * loss_var / count
+    offset = loss_mean / count - slope * mean
+    grad_rms = ((offset + slope * mean).square() + slope.square() * var).sqrt().clamp(min=1e-20)
+    return offset / grad_rms, slope / grad_rms
 
 
 class _BalancerFunction(torch.autograd.Function):
@@ -76,12 +86,13 @@ class _BalancerFunction(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         channel_dim, min_mean, max_mean, min_rms, max_rms, grad_scale = ctx.config
         with torch.autocast(x.device.type, enabled=False):
-            direction = balancer_loss_grad(x, channel_dim, min_mean, max_mean, min_rms, max_rms)
+            offset, slope = balancer_direction(x, channel_dim, min_mean, max_mean, min_rms, max_rms)
             # |x_grad| is a per-element estimate of how much this activation matters; the constraint gradient is
-            # scaled by it so that the correction stays a fixed fraction (grad_scale) of the real gradient.
+            # scaled by it so that the correction stays a fixed fraction (grad_scale) of the real gradient:
+            # x_grad + |x_grad| * grad_scale * (offset + slope * x), in three passes
             grad = x_grad.float()
-            grad = grad + grad.abs() * (grad_scale * direction)
-        return grad.to(x_grad.dtype), None, None, None, None, None, None
+            edited = torch.addcmul(grad_scale * offset, x.float(), grad_scale * slope).mul_(grad.abs()).add_(grad)
+        return edited.to(x_grad.dtype), None, None, None, None, None, None
 
 
 class Balancer(nn.Module):

@@ -45,6 +45,26 @@ def test_balancer_is_identity_forward_and_edits_gradient_as_specified():
     torch.testing.assert_close(x.grad[:, 2], upstream[:, 2])
 
 
+def test_balancer_on_a_channel_axis_inside_4d_activations_matches_the_per_channel_reference():
+    """The closed-form gradient (one pass of statistics) against the loop: a channel in range, one too loud, one too
+    quiet, one almost always positive (a mean of 40 standard deviations), on axis 1 of (B, C, T, F) as the embed."""
+    torch.manual_seed(1)
+    scale = torch.tensor([1.0, 30.0, 0.01, 0.1]).view(1, 4, 1, 1)
+    shift = torch.tensor([0.0, 0.0, 0.0, 4.0]).view(1, 4, 1, 1)
+    x = (torch.randn(2, 4, 6, 5) * scale + shift).requires_grad_(True)
+    upstream = torch.randn(2, 4, 6, 5)
+    balancer = Balancer(4, channel_dim=1, min_positive=0.1, max_positive=0.9, min_abs=0.2, max_abs=5.0, prob=1.0)
+    balancer.train()(x).backward(upstream)
+
+    def channels_last(t):
+        return t.detach().movedim(1, -1).reshape(-1, 4)
+
+    expected = _slow_balanced_grad(channels_last(x), channels_last(upstream), 0.1, 0.9, 0.2, 5.0, 0.04)
+    torch.testing.assert_close(channels_last(x.grad).double(), expected, rtol=1e-4, atol=1e-6)
+    assert torch.equal(x.grad[:, 0], upstream[:, 0])
+    assert all((x.grad[:, c] - upstream[:, c]).abs().max() > 1e-3 for c in (1, 2, 3))
+
+
 def test_balancer_does_nothing_in_eval_or_without_grad():
     balancer = Balancer(3, channel_dim=-1, prob=1.0)
     x = torch.randn(4, 3, requires_grad=True)
