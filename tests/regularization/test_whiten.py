@@ -36,6 +36,20 @@ def test_whiten_identity_forward_and_penalty_gradient():
     assert whiten.prob == 1.0
 
 
+def test_whiten_penalty_gradient_with_groups_equals_autograd_of_the_metric():
+    """The closed-form gradient against autograd through :func:`whitening_metric`, on (B, T, C) with 3 groups."""
+    torch.manual_seed(2)
+    x = (torch.randn(2, 40, 12, dtype=torch.float64) @ torch.randn(12, 12, dtype=torch.float64)).requires_grad_(True)
+    upstream = torch.randn(2, 40, 12, dtype=torch.float64)
+    whiten = Whiten(3, whitening_limit=1.0, prob=1.0, grad_scale=0.05).train()
+    whiten(x).backward(upstream)
+    leaf = x.detach().clone().requires_grad_(True)
+    (penalty,) = torch.autograd.grad(whitening_metric(leaf, 3), leaf)
+    expected = upstream + penalty * (0.05 * upstream.norm() / penalty.norm())
+    torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-7)  # the penalty is computed in float32
+    assert (x.grad - upstream).abs().max() > 1e-3
+
+
 def test_whiten_under_limit_leaves_gradient_and_lowers_probability():
     x = torch.randn(30, 5, dtype=torch.float64, requires_grad=True)
     whiten = Whiten(1, whitening_limit=1e6, prob=(0.5, 1.0), grad_scale=0.1).train()
