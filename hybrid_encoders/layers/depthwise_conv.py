@@ -1,4 +1,5 @@
-"""Depthwise convolution over time, computed as a channels-last 2-D convolution.
+"""Depthwise convolutions: over time, computed as a channels-last 2-D convolution; and a 2-D one whose weight
+gradient is computed with matrix products on CPU.
 
 Every encoder here has a depthwise temporal convolution on ``(B, C, T)`` data that is a transposed view of a
 ``(B, T, C)`` sequence. Given to ``conv1d`` as such, oneDNN runs a slow depthwise path; as a ``(B, C, 1, T)`` image in
@@ -7,12 +8,20 @@ CPU (2 threads, median of 30): 512 channels, 31 taps, 2 x 750 frames (Squeezefor
 20.1 ms at inference; forward + backward is 2-2.5x faster at the mini recipe's training shapes (batch 8, 150-300
 frames, 192-512 channels) and 1.3x slower at 2 x 750 frames x 512 channels. This module is the one place that knows
 the trick; the Squeezeformer / HybridFormer (every NSR mode) / Zipformer convolution modules call it.
+
+The weight gradient of a depthwise 2-D convolution is oneDNN's slowest CPU kernel in a Zipformer training step:
+Zipformer's embed runs a 7 x 7 one on (2, 128, 1496, 19) images at batch 2 x 30 s, and its weight gradient took
+233 ms, ten times the input gradient. :func:`same_depthwise_conv2d` computes it as batched matrix products instead
+(76 ms there) and the input gradient as the convolution with the flipped kernel, on CPU in float32; elsewhere (GPU,
+autocast) it is ``conv2d``.
 """
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
+
+from hybrid_encoders.layers.autocast_state import autocast_dtype
 
 
 def depthwise_conv1d(
@@ -47,3 +56,67 @@ def same_depthwise_conv1d(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     :func:`depthwise_conv1d`: (B, C, T) -> (B, C, T)."""
     padding = conv.padding[0]
     return depthwise_conv1d(x, conv.weight, conv.bias, padding, padding)
+
+
+class _SameDepthwiseConv2d(torch.autograd.Function):
+    """Stride-1 depthwise ``conv2d`` with "same" padding and the backward pass of :func:`same_depthwise_conv2d`."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return nn.functional.conv2d(x, weight, bias, padding=_same_padding(weight), groups=weight.size(0))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:  # the transposed convolution of a stride-1 "same" one: the flipped kernel
+            grad_x = nn.functional.conv2d(grad, weight.flip(-2, -1), padding=_same_padding(weight),
+                                          groups=weight.size(0))  # fmt: skip
+        if ctx.needs_input_grad[1]:
+            grad_weight = depthwise_conv2d_weight_grad(x, grad, weight.shape[-2:])
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(dim=(0, 2, 3))
+        return grad_x, grad_weight, grad_bias
+
+
+def _same_padding(weight: torch.Tensor) -> Tuple[int, int]:
+    return (weight.size(-2) - 1) // 2, (weight.size(-1) - 1) // 2
+
+
+def depthwise_conv2d_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel_size: Tuple[int, int]) -> torch.Tensor:
+    """Weight gradient of a stride-1 depthwise ``conv2d`` with "same" padding (odd kernel sides), by matrix products.
+
+    ``dW[c, 0, i, j] = sum_{b, t, f} xp[b, c, t + i, f + j] g[b, c, t, f]``, ``xp`` the zero-padded input. For each
+    kernel row i, one batched product over (b, c) of the rows ``xp[b, c, t + i, :]`` (a strided view: no copy) with
+    ``g[b, c, t, :]`` over t gives every (f', f) pair, ``(B, C, F + kw - 1, F)``; kernel column j is the sum of its
+    j-th sub-diagonal (f' = f + j).
+
+    Args:
+        x: (B, C, T, F) input of the convolution.
+        grad: (B, C, T, F) gradient of its output.
+        kernel_size: (kh, kw), both odd.
+
+    Returns:
+        (C, 1, kh, kw).
+    """
+    kh, kw = kernel_size
+    padded = nn.functional.pad(x.contiguous(), ((kw - 1) // 2, (kw - 1) // 2, (kh - 1) // 2, (kh - 1) // 2))
+    frames = x.size(2)
+    weight_grad = x.new_empty(x.size(1), kh, kw)
+    for i in range(kh):
+        pairs = torch.matmul(padded[:, :, i : i + frames].transpose(-1, -2), grad)  # (B, C, F + kw - 1, F)
+        for j in range(kw):
+            weight_grad[:, i, j] = pairs.diagonal(offset=-j, dim1=-2, dim2=-1).sum(dim=(0, -1))
+    return weight_grad.unsqueeze(1)
+
+
+def same_depthwise_conv2d(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a stride-1 depthwise ``nn.Conv2d`` with "same" padding (odd kernel sides, ``padding = k // 2``):
+    (B, C, T, F) -> (B, C, T, F). On CPU in float32 (or 64) outside autocast its backward pass is :class:`_SameDepthwiseConv2d`'s."""
+    fast_backward = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and autocast_dtype("cpu") is None
+    if not (fast_backward and torch.is_grad_enabled()):
+        return conv(x)
+    return _SameDepthwiseConv2d.apply(x, conv.weight, conv.bias)

@@ -1,7 +1,13 @@
 import pytest
 import torch
+from torch import nn
 
-from hybrid_encoders.layers.depthwise_conv import depthwise_conv1d, same_depthwise_conv1d
+from hybrid_encoders.layers.depthwise_conv import (
+    depthwise_conv1d,
+    depthwise_conv2d_weight_grad,
+    same_depthwise_conv1d,
+    same_depthwise_conv2d,
+)
 
 
 def _naive(x, weight, bias, left_pad, right_pad):
@@ -59,3 +65,38 @@ def test_same_padded_module_gives_the_module_output():
 def test_rejects_more_padding_on_the_right():
     with pytest.raises(ValueError, match="right_pad <= left_pad"):
         depthwise_conv1d(torch.zeros(1, 2, 8), torch.zeros(2, 1, 4), None, 1, 2)
+
+
+@pytest.mark.parametrize("kernel, with_bias", [((7, 7), True), ((3, 5), False), ((1, 3), True)])
+def test_2d_same_convolution_gives_conv2d_output_and_gradients(kernel, with_bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 6, kernel, padding=(kernel[0] // 2, kernel[1] // 2), groups=6, bias=with_bias).double()
+    params = [conv.weight] + ([conv.bias] if with_bias else [])
+    x = torch.randn(3, 6, 23, 11, dtype=torch.float64)
+    upstream = torch.randn(3, 6, 23, 11, dtype=torch.float64)
+
+    def output_and_grads(function):
+        leaf = x.clone().requires_grad_(True)
+        y = function(leaf)
+        return y, torch.autograd.grad(y, [leaf, *params], upstream)
+
+    y, grads = output_and_grads(conv)
+    y_fast, grads_fast = output_and_grads(lambda t: same_depthwise_conv2d(conv, t))
+    assert type(y_fast.grad_fn).__name__ == "_SameDepthwiseConv2dBackward"  # the matrix-product backward ran
+    torch.testing.assert_close(y_fast, y, rtol=0, atol=0)
+    for grad, grad_fast in zip(grads, grads_fast):
+        torch.testing.assert_close(grad_fast, grad, rtol=1e-12, atol=1e-12)
+
+
+def test_2d_weight_gradient_is_the_sum_over_positions_in_float32():
+    """The float32 path that a training step takes, against a per-tap loop in float64."""
+    torch.manual_seed(1)
+    x, grad = torch.randn(2, 4, 30, 19), torch.randn(2, 4, 30, 19)
+    padded = nn.functional.pad(x.double(), (3, 3, 3, 3))
+    expected = torch.empty(4, 1, 7, 7, dtype=torch.float64)
+    for i in range(7):
+        for j in range(7):
+            expected[:, 0, i, j] = (padded[:, :, i : i + 30, j : j + 19] * grad.double()).sum(dim=(0, 2, 3))
+    fast = depthwise_conv2d_weight_grad(x, grad, (7, 7))
+    assert fast.dtype == torch.float32 and fast.shape == (4, 1, 7, 7)
+    torch.testing.assert_close(fast.double(), expected, rtol=1e-5, atol=1e-5)
