@@ -116,6 +116,23 @@ def test_checkpointing_keeps_little_of_the_blocks_for_the_backward_pass(cls, con
     assert 0 < kept["checkpointed"] < 0.2 * kept["plain"]
 
 
+def test_zipformer_embed_recomputation_gives_the_plain_step_and_keeps_almost_nothing():
+    torch.manual_seed(0)
+    plain = ZipformerEncoder(80, **ZIPFORMER_TINY, recompute_embed=False).train()
+    lean = ZipformerEncoder(80, **ZIPFORMER_TINY).train()  # the default recomputes
+    lean.load_state_dict(plain.state_dict())
+    assert lean.encoder_embed.recompute and not plain.encoder_embed.recompute
+    xs, ilens = torch.randn(2, 120, 80), torch.tensor([120, 97])
+    # the embed's balancers, whitening, ConvNeXt layer drop and output dropout all draw at batch 0
+    assert_same_step(plain, lean, range(4), xs, ilens)
+    kept = {}
+    for name, encoder in (("plain", plain), ("recomputed", lean)):
+        torch.manual_seed(0)
+        random.seed(0)
+        kept[name] = saved_bytes(lambda: encoder.encoder_embed(xs, ilens)[0].sum())
+    assert kept["plain"] > 10 * xs.numel() * 4 and kept["recomputed"] <= xs.numel() * 4
+
+
 def test_checkpointed_call_replays_python_and_torch_draws():
     weight = torch.randn(5, requires_grad=True)
 
