@@ -105,7 +105,7 @@ DEFAULTS = {
     "decode_left_context_frames": None,
     # recompute each layer's activations in the backward pass instead of keeping them (per stack, or one bool)
     "activation_checkpointing": False,
-    # recompute the convolutional embed's activations in the backward pass (a fifth of the kept memory, ~2 % of a step)
+    # recompute the embed's activations in the backward pass (a fifth of the kept memory, ~7 % of a CPU step)
     "recompute_embed": True,
 }
 
@@ -507,7 +507,7 @@ class ZipformerEncoder(AbsEncoder):
         recompute_embed: while training, keep only the features for the embed's backward pass and recompute its
             activations there (same random draws and gradients). Its 2x-subsampled convolutions and ConvNeXt
             block keep about a fifth of Zipformer-M's training memory otherwise (258 MB at batch 2 x 30 s), and
-            recomputing them costs about 2 % of a step. Default True.
+            recomputing them costs about 7 % of a CPU training step (docs/benchmarks.md). Default True.
 
     Shapes: ``forward(xs_pad (B, T, input_size), ilens (B,))`` ->
     ``(B, T', max(encoder_dim))``, ``olens = ((ilens - 7) // 2 + 1) // 2``, ``T' = max(olens)``.

@@ -278,7 +278,8 @@ class Conv2dConvNeXtSubsampling(Subsampling):
         recompute: while training, keep only the input features for the backward pass and recompute the rest there
             (:func:`hybrid_encoders.layers.checkpointing.checkpointed`, same random draws and gradients). The front
             end works at twice the encoder's frame rate on 128 x 19 images: at batch 2 x 30 s it would keep 258 MB,
-            a fifth of Zipformer-M's kept training memory, for a forward pass that costs about 2 % of a step.
+            a fifth of Zipformer-M's kept training memory, for one more forward pass of the front end (7 % of a
+            CPU training step there).
     """
 
     def __init__(
