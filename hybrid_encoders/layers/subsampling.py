@@ -275,11 +275,11 @@ class Conv2dConvNeXtSubsampling(Subsampling):
         output_size: output dimension (Zipformer's first stack dimension).
         dropout: dropout on the output, one mask per sequence shared over time (float or ScheduledFloat).
         layer1_channels, layer2_channels, layer3_channels: convolution channels.
-        recompute: while training, keep only the input features for the backward pass and recompute the rest there
-            (:func:`hybrid_encoders.layers.checkpointing.checkpointed`, same random draws and gradients). The front
-            end works at twice the encoder's frame rate on 128 x 19 images: at batch 2 x 30 s it would keep 258 MB,
-            a fifth of Zipformer-M's kept training memory, for one more forward pass of the front end (7 % of a
-            CPU training step there).
+        recompute: while training, keep only the input features and the convolutions' output for the backward pass
+            and recompute the rest there, in two segments (:func:`hybrid_encoders.layers.checkpointing.checkpointed`,
+            same random draws and gradients). The front end works at twice the encoder's frame rate on 128 x 19
+            images: at batch 2 x 30 s it would keep 258 MB, a fifth of Zipformer-M's kept training memory, for one
+            more forward pass of the front end (7 % of a CPU training step there).
     """
 
     def __init__(
@@ -328,12 +328,14 @@ class Conv2dConvNeXtSubsampling(Subsampling):
 
     def forward(self, xs: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F) features, (B,) lengths -> (B, (T - 7) // 2, output_size) frames and their lengths."""
-        frames = checkpointed(self._frames, xs, enabled=self.recompute and self.training)
-        return frames, self.output_lengths(lengths)
+        # two recomputed segments: while the backward pass is in the second, the first's activations are not held
+        recompute = self.recompute and self.training
+        images = checkpointed(self.convolve, xs, enabled=recompute)
+        return checkpointed(self._frames, images, enabled=recompute), self.output_lengths(lengths)
 
-    def _frames(self, xs: torch.Tensor) -> torch.Tensor:
-        """(B, T, F) -> (B, (T - 7) // 2, output_size)."""
-        return self.project(self.convnext(self.convolve(xs)))
+    def _frames(self, images: torch.Tensor) -> torch.Tensor:
+        """Convolution output (B, 128, T', F') -> ConvNeXt -> projection, (B, T', output_size)."""
+        return self.project(self.convnext(images))
 
     def convolve(self, xs: torch.Tensor) -> torch.Tensor:
         """The three convolutions, (B, T, F) -> (B, 128, (T - 7) // 2, F'): "valid" in time, so frame t depends on

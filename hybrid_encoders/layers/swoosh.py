@@ -59,7 +59,10 @@ def _swoosh_activation(activation: str) -> Activation:
         derivative = torch.sigmoid(shifted).sub_(_SLOPE)
         return F.softplus(shifted).sub_(x, alpha=_SLOPE).sub_(constant), derivative
 
-    return Activation(activation, value, value_and_derivative)
+    def derivative(x: torch.Tensor) -> torch.Tensor:
+        return (x - offset).sigmoid_().sub_(_SLOPE)
+
+    return Activation(activation, value, value_and_derivative, derivative)
 
 
 SWOOSH_ACTIVATIONS = {name: _swoosh_activation(name) for name in _SWOOSH}

@@ -116,7 +116,7 @@ def test_checkpointing_keeps_little_of_the_blocks_for_the_backward_pass(cls, con
     assert 0 < kept["checkpointed"] < 0.2 * kept["plain"]
 
 
-def test_zipformer_embed_recomputation_gives_the_plain_step_and_keeps_almost_nothing():
+def test_zipformer_embed_recomputation_gives_the_plain_step_and_keeps_its_two_segment_inputs():
     torch.manual_seed(0)
     plain = ZipformerEncoder(80, **ZIPFORMER_TINY, recompute_embed=False).train()
     lean = ZipformerEncoder(80, **ZIPFORMER_TINY).train()  # the default recomputes
@@ -130,7 +130,9 @@ def test_zipformer_embed_recomputation_gives_the_plain_step_and_keeps_almost_not
         torch.manual_seed(0)
         random.seed(0)
         kept[name] = saved_bytes(lambda: encoder.encoder_embed(xs, ilens)[0].sum())
-    assert kept["plain"] > 10 * xs.numel() * 4 and kept["recomputed"] <= xs.numel() * 4
+    # the features and the convolutions' output (the second segment's input): 1.2 of the plain run's 11 MB here
+    images = lean.encoder_embed.convolve(xs)
+    assert kept["recomputed"] == (xs.numel() + images.numel()) * 4 < 0.15 * kept["plain"]
 
 
 def test_checkpointed_call_replays_python_and_torch_draws():

@@ -213,10 +213,12 @@ def test_activation_dropout_linear_under_autocast_matches_autocast_of_plain_form
         torch.nn.Conv2d(4, 4, kernel_size=(3, 5), padding=(1, 2), groups=4),
         torch.nn.Conv2d(3, 5, kernel_size=3, stride=(1, 2), bias=False),
         torch.nn.Conv1d(4, 6, kernel_size=3, stride=2, padding=1),
+        torch.nn.Conv1d(4, 6, kernel_size=1),
     ],
 )
-def test_activation_conv_gradcheck_against_plain_formula(conv):
-    activation, plain = ACTIVATIONS["swoosh_l"]
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_activation_conv_gradcheck_against_plain_formula(conv, name):
+    activation, plain = ACTIVATIONS[name]
     conv = conv.double()
     x = (3 * torch.randn(2, conv.in_channels, *([7, 9][: conv.weight.dim() - 2]), dtype=torch.float64)).requires_grad_()
     parameters = list(conv.parameters())

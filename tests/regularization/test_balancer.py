@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from hybrid_encoders.regularization import balancer as balancer_module
 from hybrid_encoders.regularization.balancer import Balancer, limit_param_value, penalize_abs_values_gt, scale_grad
 
 
@@ -45,9 +46,13 @@ def test_balancer_is_identity_forward_and_edits_gradient_as_specified():
     torch.testing.assert_close(x.grad[:, 2], upstream[:, 2])
 
 
-def test_balancer_on_a_channel_axis_inside_4d_activations_matches_the_per_channel_reference():
+@pytest.mark.parametrize("slice_elements", [1 << 22, 60])  # one slice; slices of one channel (60 elements each)
+def test_balancer_on_a_channel_axis_inside_4d_activations_matches_the_per_channel_reference(
+    slice_elements, monkeypatch
+):
     """The closed-form gradient (one pass of statistics) against the loop: a channel in range, one too loud, one too
     quiet, one almost always positive (a mean of 40 standard deviations), on axis 1 of (B, C, T, F) as the embed."""
+    monkeypatch.setattr(balancer_module, "SLICE_ELEMENTS", slice_elements)
     torch.manual_seed(1)
     scale = torch.tensor([1.0, 30.0, 0.01, 0.1]).view(1, 4, 1, 1)
     shift = torch.tensor([0.0, 0.0, 0.0, 4.0]).view(1, 4, 1, 1)
