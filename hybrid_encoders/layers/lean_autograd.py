@@ -81,6 +81,7 @@ def _tanh_and_derivative(x: Tensor) -> Tuple[Tensor, Tensor]:
 SILU = Activation("silu", F.silu, _silu_and_derivative, lambda x: _silu_and_derivative(x)[1])
 SIGMOID = Activation("sigmoid", torch.sigmoid, _sigmoid_and_derivative, lambda x: _sigmoid_and_derivative(x)[1])
 TANH = Activation("tanh", torch.tanh, _tanh_and_derivative, lambda x: _tanh_and_derivative(x)[1])
+IDENTITY = Activation("identity", lambda x: x, lambda x: (x, torch.ones_like(x)), torch.ones_like)
 
 
 def _apply_mask(x: Tensor, keep: Optional[Tensor], keep_scale: float) -> Tensor:
@@ -158,24 +159,26 @@ class _ActivationConv(torch.autograd.Function):
         compute = grad.dtype
         need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
         has_bias = ctx.bias_dtype is not None
-        hidden = ctx.activation.value(x).to(compute)
         if _is_pointwise(conv):
-            grad_hidden, grad_weight, grad_bias = _pointwise_conv_backward(
-                grad, hidden, weight.to(compute), need_x, need_weight, need_bias and has_bias
-            )
+            grad_x, grad_weight = _pointwise_backward_in_slices(ctx.activation, x, grad, weight, need_x, need_weight)
+            grad_bias = grad.sum(dim=[0, *range(2, grad.dim())]) if need_bias and has_bias else None
         else:
-            grad_hidden, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            hidden = ctx.activation.value(x).to(compute)
+            grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
                 grad, hidden, weight.to(compute), [weight.size(0)] if has_bias else None,
                 conv.stride, conv.padding, conv.dilation, False, [0] * len(conv.stride), conv.groups,
                 [need_x, need_weight, need_bias and has_bias],
             )  # fmt: skip
-        # f(x) is released before f'(x) is made, and the product is formed in place: with the gradients, two
-        # tensors of the hidden size at a time instead of five (the embed ConvNeXt's are 83 MB each at 2 x 30 s)
-        del hidden
-        grad_x = grad_hidden.mul_(ctx.activation.derivative(x).to(compute)).to(x.dtype) if need_x else None
+            # f(x) is released before f'(x) is made, and the product is formed in place
+            del hidden
+            grad_x = grad_x.mul_(ctx.activation.derivative(x).to(compute)) if need_x else None
+        grad_x = grad_x.to(x.dtype) if need_x else None
         grad_weight = grad_weight.to(weight.dtype) if need_weight else None
         grad_bias = grad_bias.to(ctx.bias_dtype) if need_bias and has_bias else None
         return grad_x, grad_weight, grad_bias, None, None
+
+
+SLICE_ELEMENTS = 1 << 22  # input elements per slice of a 1 x 1 activation_conv's backward pass (16 MB in float32)
 
 
 def _is_pointwise(conv: nn.Module) -> bool:
@@ -185,28 +188,40 @@ def _is_pointwise(conv: nn.Module) -> bool:
     ) and not any(conv.padding)  # fmt: skip
 
 
-def _pointwise_conv_backward(
-    grad: Tensor, hidden: Tensor, weight: Tensor, need_hidden: bool, need_weight: bool, need_bias: bool
-) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
-    """Gradients of a 1 x 1 convolution ``y[b, :, p] = W @ h[b, :, p] + bias`` as matrix products over the flattened
-    positions p: (B, C_out, P) grad and (B, C_in, P) input views, no copies. oneDNN's kernel converts both to its
-    blocked layout first, which in the embed ConvNeXt's backward pass cost two more 83 MB tensors at 2 x 30 s.
+def _pointwise_backward_in_slices(
+    activation: Activation, x: Tensor, grad: Tensor, weight: Tensor, need_x: bool, need_weight: bool
+) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """Gradients of ``y[b, :, p] = W @ f(x[b, :, p]) (+ bias)`` w.r.t. x and W, a slice of input channels at a time.
+
+    Each slice recomputes its part of f(x) and f'(x) and gets its gradients from batched products over the flattened
+    positions p ((B, C, P) views, no copies), so the full-size f(x) and f'(x), and the blocked-layout copies oneDNN's
+    kernel would make, are never held: in the embed ConvNeXt at 2 x 30 s each is 83 MB, in the backward pass's peak
+    when the embed is recomputed.
 
     Returns:
-        (grad_hidden like ``hidden`` or None, grad_weight like ``weight`` or None, grad_bias (C_out,) or None).
+        grad_x like ``x`` and grad_weight like ``weight``, both in ``grad``'s dtype (or None when not needed).
     """
+    compute = grad.dtype
     batch, channels_out = grad.shape[:2]
-    flat_grad = grad.reshape(batch, channels_out, -1)
-    matrix = weight.reshape(channels_out, -1)  # (C_out, C_in)
-    grad_hidden = None
-    if need_hidden:  # bmm, not a broadcasting matmul, which would form the product transposed and copy it
-        grad_hidden = torch.bmm(matrix.t().expand(batch, -1, -1), flat_grad).view(hidden.shape)
-    grad_weight = None
-    if need_weight:
-        flat_hidden = hidden.reshape(batch, hidden.shape[1], -1)
-        grad_weight = torch.bmm(flat_grad, flat_hidden.transpose(1, 2)).sum(dim=0).view(weight.shape)
-    grad_bias = flat_grad.sum(dim=(0, 2)) if need_bias else None
-    return grad_hidden, grad_weight, grad_bias
+    channels_in = x.shape[1]
+    flat_grad = grad.reshape(batch, channels_out, -1)  # (B, C_out, P)
+    flat_x = x.reshape(batch, channels_in, -1)  # (B, C_in, P)
+    matrix = weight.reshape(channels_out, channels_in).to(compute)
+    grad_x = torch.empty(flat_x.shape, dtype=compute, device=x.device) if need_x else None
+    grad_matrix = torch.empty_like(matrix) if need_weight else None
+    step = max(1, channels_in * SLICE_ELEMENTS // max(1, x.numel()))
+    for start in range(0, channels_in, step):
+        part = slice(start, min(start + step, channels_in))
+        if need_weight:
+            hidden = activation.value(flat_x[:, part]).to(compute)
+            grad_matrix[:, part] = torch.bmm(flat_grad, hidden.transpose(1, 2)).sum(dim=0)
+            del hidden
+        if need_x:
+            grad_part = torch.bmm(matrix[:, part].t().expand(batch, -1, -1), flat_grad)
+            grad_x[:, part] = grad_part.mul_(activation.derivative(flat_x[:, part]).to(compute))
+    grad_x = grad_x.view(x.shape) if need_x else None
+    grad_weight = grad_matrix.view(weight.shape) if need_weight else None
+    return grad_x, grad_weight
 
 
 def activation_conv(x: Tensor, activation: Activation, conv: nn.Module) -> Tensor:
@@ -226,6 +241,23 @@ def activation_conv(x: Tensor, activation: Activation, conv: nn.Module) -> Tenso
     if not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in conv.parameters()))):
         return conv(activation.value(x))
     return _ActivationConv.apply(x, conv.weight, conv.bias, activation, conv)
+
+
+def pointwise_conv(x: Tensor, conv: nn.Module) -> Tensor:
+    """``conv(x)`` for a 1 x 1 ``nn.Conv1d`` / ``nn.Conv2d`` (no stride, padding, dilation or groups) whose backward
+    pass works through slices of input channels with batched products (:func:`activation_conv` with the identity):
+    no full-size blocked-layout copies of the input and the gradient, as oneDNN's kernel makes. Saves ``x`` only.
+
+    Args:
+        x: (B, C_in, ...).
+        conv: the 1 x 1 convolution module.
+
+    Returns:
+        ``conv(x)``.
+    """
+    if not _is_pointwise(conv):
+        raise ValueError(f"pointwise_conv: needs a 1 x 1 convolution without stride, padding or groups, got {conv!r}")
+    return activation_conv(x, IDENTITY, conv)
 
 
 class _Gate(torch.autograd.Function):

@@ -17,7 +17,7 @@ from hybrid_encoders.layers.bias_norm import BiasNorm
 from hybrid_encoders.layers.checkpointing import checkpointed
 from hybrid_encoders.layers.depthwise_conv import same_depthwise_conv2d
 from hybrid_encoders.layers.export_mode import is_exporting
-from hybrid_encoders.layers.lean_autograd import activation_conv
+from hybrid_encoders.layers.lean_autograd import activation_conv, pointwise_conv
 from hybrid_encoders.layers.swoosh import SWOOSH_ACTIVATIONS, SwooshL, SwooshR, scale_initial_weights
 from hybrid_encoders.regularization.balancer import Balancer, ScaleGrad
 from hybrid_encoders.regularization.scheduled_float import FloatLike, ScheduledFloat
@@ -249,7 +249,7 @@ class _ConvNeXt(nn.Module):
         """(B, C, T, F) -> (B, C, T, F)."""
         if not self.training:
             return self._inference(x)
-        y = self.hidden_balancer(self.pointwise_conv1(same_depthwise_conv2d(self.depthwise_conv, x)))
+        y = self.hidden_balancer(pointwise_conv(same_depthwise_conv2d(self.depthwise_conv, x), self.pointwise_conv1))
         # SwooshL -> 1x1 conv keeping only the pre-activation for backward (the widest tensor of the embed)
         y = activation_conv(y, SWOOSH_ACTIVATIONS["swoosh_l"], self.pointwise_conv2)
         drop_rate = float(self.layerdrop_rate)

@@ -176,7 +176,10 @@ class RelPositionAttentionWeights(nn.Module):
             if scores.requires_grad or is_exporting() or keys != frames:
                 pos_scores = relative_scores(p, positions)
                 # a skipped term stays in the graph with weight 0: linear_pos gets a (zero) gradient (class docstring)
-                scores = scores + (pos_scores * 0.0 if skip_positions else pos_scores)
+                pos_scores = pos_scores * 0.0 if skip_positions else pos_scores
+                # in place in eager mode (the product's backward does not read it): no third (B, H, T, K) tensor
+                # beside the scores and the (B, H, T, K + T - 1) product, the peak of a recomputed layer's forward
+                scores = scores + pos_scores if is_exporting() else scores.add_(pos_scores)
             else:
                 add_relative_scores_(scores, p, positions)
 

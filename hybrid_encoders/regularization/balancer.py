@@ -91,7 +91,7 @@ class _BalancerFunction(torch.autograd.Function):
         return edited.to(x_grad.dtype), None, None, None, None, None, None
 
 
-SLICE_ELEMENTS = 1 << 22  # elements per slice of _edited_gradient's temporaries (16 MB in float32)
+SLICE_ELEMENTS = 1 << 20  # elements per slice of _edited_gradient's temporaries (4 MB in float32)
 
 
 def _edited_gradient(

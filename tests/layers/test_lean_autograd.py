@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hybrid_encoders.layers import lean_autograd
 from hybrid_encoders.layers.feed_forward import FeedForward
 from hybrid_encoders.layers.lean_autograd import (
     SIGMOID,
@@ -229,6 +230,40 @@ def test_activation_conv_gradcheck_against_plain_formula(conv, name):
     torch.testing.assert_close(lean(x), conv(plain(x)), rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(lean, (x, *parameters))
     assert saved_bytes(lambda x: activation_conv(x, activation, conv), x, exclude=parameters) == 0  # x only
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_pointwise_activation_conv_backward_in_channel_slices_passes_gradcheck(name, monkeypatch):
+    """A 1 x 1 convolution's backward pass works through slices of input channels: here of one channel each."""
+    monkeypatch.setattr(lean_autograd, "SLICE_ELEMENTS", 2 * 7 * 9)
+    activation, plain = ACTIVATIONS[name]
+    conv = torch.nn.Conv2d(5, 3, kernel_size=1).double()
+    x = (3 * torch.randn(2, 5, 7, 9, dtype=torch.float64)).requires_grad_()
+
+    def lean(x, *_parameters):
+        return activation_conv(x, activation, conv)
+
+    assert torch.autograd.gradcheck(lean, (x, *conv.parameters()))
+    out = lean(x)
+    grads = torch.autograd.grad(out.sum(), (x, conv.weight, conv.bias))
+    expected = torch.autograd.grad(conv(plain(x)).sum(), (x, conv.weight, conv.bias))
+    for grad, want in zip(grads, expected):
+        torch.testing.assert_close(grad, want, rtol=1e-12, atol=1e-12)
+
+
+def test_pointwise_conv_gives_the_convolution_and_its_gradients(monkeypatch):
+    monkeypatch.setattr(lean_autograd, "SLICE_ELEMENTS", 2 * 7 * 9 * 2)  # slices of two input channels
+    conv = torch.nn.Conv2d(5, 3, kernel_size=1).double()
+    x = torch.randn(2, 5, 7, 9, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 3, 7, 9, dtype=torch.float64)
+    out = lean_autograd.pointwise_conv(x, conv)
+    torch.testing.assert_close(out, conv(x), rtol=0, atol=0)
+    grads = torch.autograd.grad(out, (x, conv.weight, conv.bias), upstream)
+    expected = torch.autograd.grad(conv(x), (x, conv.weight, conv.bias), upstream)
+    for grad, want in zip(grads, expected):
+        torch.testing.assert_close(grad, want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="1 x 1 convolution"):
+        lean_autograd.pointwise_conv(x, torch.nn.Conv2d(5, 3, kernel_size=3, padding=1).double())
 
 
 def test_activation_conv_rejects_string_padding():
