@@ -9,11 +9,10 @@ CPU (2 threads, median of 30): 512 channels, 31 taps, 2 x 750 frames (Squeezefor
 frames, 192-512 channels) and 1.3x slower at 2 x 750 frames x 512 channels. This module is the one place that knows
 the trick; the Squeezeformer / HybridFormer (every NSR mode) / Zipformer convolution modules call it.
 
-The weight gradient of a depthwise 2-D convolution is oneDNN's slowest CPU kernel in a Zipformer training step:
-Zipformer's embed runs a 7 x 7 one on (2, 128, 1496, 19) images at batch 2 x 30 s, and its weight gradient took
-233 ms, ten times the input gradient. :func:`same_depthwise_conv2d` computes it as batched matrix products instead
-(76 ms there) and the input gradient as the convolution with the flipped kernel, on CPU in float32; elsewhere (GPU,
-autocast) it is ``conv2d``.
+The weight gradient of a depthwise 2-D convolution is a slow oneDNN CPU kernel: Zipformer's embed runs a 7 x 7 one
+on (2, 128, 1496, 19) images at batch 2 x 30 s, and its weight gradient took 233 ms, ten times the input gradient.
+:func:`same_depthwise_conv2d` computes it as batched matrix products instead (76 ms there) and the input gradient as
+the convolution with the flipped kernel, on CPU in float32 or 64; elsewhere (GPU, autocast) it is ``conv2d``.
 """
 
 from typing import Optional, Tuple
@@ -115,8 +114,10 @@ def depthwise_conv2d_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel_siz
 
 def same_depthwise_conv2d(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)`` for a stride-1 depthwise ``nn.Conv2d`` with "same" padding (odd kernel sides, ``padding = k // 2``):
-    (B, C, T, F) -> (B, C, T, F). On CPU in float32 (or 64) outside autocast its backward pass is :class:`_SameDepthwiseConv2d`'s."""
-    fast_backward = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and autocast_dtype("cpu") is None
+    (B, C, T, F) -> (B, C, T, F). On CPU in float32 (or 64) outside autocast, the backward pass is
+    :class:`_SameDepthwiseConv2d`'s."""
+    full_precision = x.dtype in (torch.float32, torch.float64) and autocast_dtype("cpu") is None
+    fast_backward = x.device.type == "cpu" and full_precision
     if not (fast_backward and torch.is_grad_enabled()):
         return conv(x)
     return _SameDepthwiseConv2d.apply(x, conv.weight, conv.bias)
