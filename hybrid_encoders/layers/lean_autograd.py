@@ -34,7 +34,7 @@ All functions are for training (a tensor that needs a gradient); callers keep th
 """
 
 import dataclasses
-from typing import Callable, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -181,6 +181,14 @@ class _ActivationConv(torch.autograd.Function):
 SLICE_ELEMENTS = 1 << 22  # input elements per slice of a 1 x 1 activation_conv's backward pass (16 MB in float32)
 
 
+def channel_slices(channels: int, numel: int, elements: int) -> Iterator[slice]:
+    """Consecutive slices covering ``channels`` channels of a tensor of ``numel`` elements, each slice about
+    ``elements`` elements (at least one channel): the unit of work of a backward pass that bounds its temporaries."""
+    step = max(1, channels * elements // max(1, numel))
+    for start in range(0, channels, step):
+        yield slice(start, min(start + step, channels))
+
+
 def _is_pointwise(conv: nn.Module) -> bool:
     """A 1 x 1 (x 1) convolution without stride, padding, dilation or groups: a matrix product over channels."""
     return conv.groups == 1 and all(
@@ -209,9 +217,7 @@ def _pointwise_backward_in_slices(
     matrix = weight.reshape(channels_out, channels_in).to(compute)
     grad_x = torch.empty(flat_x.shape, dtype=compute, device=x.device) if need_x else None
     grad_matrix = torch.empty_like(matrix) if need_weight else None
-    step = max(1, channels_in * SLICE_ELEMENTS // max(1, x.numel()))
-    for start in range(0, channels_in, step):
-        part = slice(start, min(start + step, channels_in))
+    for part in channel_slices(channels_in, x.numel(), SLICE_ELEMENTS):
         if need_weight:
             hidden = activation.value(flat_x[:, part]).to(compute)
             grad_matrix[:, part] = torch.bmm(flat_grad, hidden.transpose(1, 2)).sum(dim=0)
