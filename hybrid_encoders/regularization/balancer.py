@@ -36,6 +36,27 @@ def _abs_to_rms(mean_abs: float) -> float:
     return 1.25331413732 * mean_abs
 
 
+def channel_mean_and_variance(x: torch.Tensor, channel_dim: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each channel's mean and (biased) variance over every other axis, as ``E[x^2] - mean^2``.
+
+    A plain sum and a 2-norm are vectorised reductions; ``torch.var_mean`` runs Welford's update element by element
+    and took 7x as long on the embed's (2, 384, 1496, 19) activations (53 against 8 ms, 2 threads). The cancellation
+    of ``E[x^2] - mean^2`` costs relative precision ``eps * mean^2 / var`` in the variance, about 1e-5 at the
+    mean/std ratio of 10 that lies far outside every Balancer's range; the result is clamped at 0.
+
+    Args:
+        x: float tensor of any shape, channel axis ``channel_dim``.
+
+    Returns:
+        ``(mean, var)``, shaped like ``x`` with every axis but the channel axis of size 1.
+    """
+    dims = [d for d in range(x.ndim) if d != channel_dim % x.ndim]
+    count = x.numel() // x.shape[channel_dim]
+    mean = x.sum(dim=dims, keepdim=True) / count
+    mean_square = torch.linalg.vector_norm(x, dim=dims, keepdim=True).square_() / count
+    return mean, (mean_square - mean * mean).clamp_(min=0.0)
+
+
 def balancer_direction(
     x: torch.Tensor, channel_dim: int, min_mean: float, max_mean: float, min_rms: float, max_rms: float
 ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -47,7 +68,7 @@ def balancer_direction(
     The loss reads ``x`` only through each channel's mean and variance, so its gradient is affine in ``x``:
     ``d loss / d x = (L_mean - 2 L_var mean) / N + (2 L_var / N) x`` over the N elements of a channel, with
     ``L_mean``, ``L_var`` its partial derivatives, and the mean square of that gradient is
-    ``(offset + slope mean)^2 + slope^2 var``. One pass over ``x`` for the statistics gives everything, where
+    ``(offset + slope mean)^2 + slope^2 var``. Two reductions over ``x`` for the statistics give everything, where
     differentiating the loss through ``x`` (icefall's formulation, tested against) takes about ten.
 
     Args:
@@ -56,9 +77,8 @@ def balancer_direction(
     Returns:
         ``(offset, slope)``: float32, shaped like ``x`` with every axis but the channel axis of size 1.
     """
-    dims = [d for d in range(x.ndim) if d != channel_dim]
     count = x.numel() // x.shape[channel_dim]
-    var, mean = torch.var_mean(x.detach().float(), dim=dims, correction=0, keepdim=True)
+    mean, var = channel_mean_and_variance(x.detach().float(), channel_dim)
     with torch.enable_grad():
         mean.requires_grad_(True)
         var.requires_grad_(True)

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from hybrid_encoders.regularization import balancer as balancer_module
-from hybrid_encoders.regularization.balancer import Balancer, limit_param_value, penalize_abs_values_gt, scale_grad
+from hybrid_encoders.regularization.balancer import (
+    Balancer,
+    channel_mean_and_variance,
+    limit_param_value,
+    penalize_abs_values_gt,
+    scale_grad,
+)
 
 
 def _slow_balanced_grad(x, upstream, min_positive, max_positive, min_abs, max_abs, grad_scale):
@@ -50,7 +56,7 @@ def test_balancer_is_identity_forward_and_edits_gradient_as_specified():
 def test_balancer_on_a_channel_axis_inside_4d_activations_matches_the_per_channel_reference(
     slice_elements, monkeypatch
 ):
-    """The closed-form gradient (one pass of statistics) against the loop: a channel in range, one too loud, one too
+    """The closed-form gradient (two reductions for the statistics) against the loop: a channel in range, one too loud, one too
     quiet, one almost always positive (a mean of 40 standard deviations), on axis 1 of (B, C, T, F) as the embed."""
     monkeypatch.setattr(balancer_module, "SLICE_ELEMENTS", slice_elements)
     torch.manual_seed(1)
@@ -68,6 +74,23 @@ def test_balancer_on_a_channel_axis_inside_4d_activations_matches_the_per_channe
     torch.testing.assert_close(channels_last(x.grad).double(), expected, rtol=1e-4, atol=1e-6)
     assert torch.equal(x.grad[:, 0], upstream[:, 0])
     assert all((x.grad[:, c] - upstream[:, c]).abs().max() > 1e-3 for c in (1, 2, 3))
+
+
+@pytest.mark.parametrize("shape, channel_dim", [((2, 5, 300, 7), 1), ((3, 400, 5), -1)])
+def test_channel_mean_and_variance_against_float64_var_mean(shape, channel_dim):
+    """E[x^2] - mean^2 in float32 against float64 ``var_mean``, at mean/std ratios 0 to 10 (Balancer ranges end near 2)."""
+    torch.manual_seed(2)
+    stats_shape = [1] * len(shape)
+    stats_shape[channel_dim] = 5
+    std = torch.tensor([1.0, 30.0, 0.01, 0.1, 2.0]).view(stats_shape)
+    ratio = torch.tensor([0.0, 1.0, -3.0, 10.0, 0.5]).view(stats_shape)
+    x = torch.randn(shape) * std + ratio * std
+    mean, var = channel_mean_and_variance(x, channel_dim)
+    dims = [d for d in range(len(shape)) if d != channel_dim % len(shape)]
+    expected_var, expected_mean = torch.var_mean(x.double(), dim=dims, correction=0, keepdim=True)
+    assert mean.shape == var.shape == tuple(stats_shape)
+    torch.testing.assert_close(mean.double(), expected_mean, rtol=1e-5, atol=1e-6 * float(std.min()))
+    torch.testing.assert_close(var.double(), expected_var, rtol=1e-4, atol=0.0)
 
 
 def test_balancer_does_nothing_in_eval_or_without_grad():
