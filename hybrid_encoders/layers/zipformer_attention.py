@@ -16,47 +16,13 @@ from hybrid_encoders.layers.export_mode import is_exporting
 from hybrid_encoders.layers.lean_autograd import TANH
 from hybrid_encoders.layers.lean_autograd import gate as lean_gate
 from hybrid_encoders.layers.lean_autograd import softmax as lean_softmax
-from hybrid_encoders.layers.relative_shift import relative_scores
+from hybrid_encoders.layers.relative_shift import add_relative_scores, add_relative_scores_, relative_scores
 from hybrid_encoders.layers.swoosh import ScaledLinear
 from hybrid_encoders.regularization.balancer import Balancer, penalize_abs_values_gt
 from hybrid_encoders.regularization.scheduled_float import FloatLike, ScheduledFloat, whitening_schedule
 from hybrid_encoders.regularization.whiten import Whiten
 
 MASKED_SCORE = -1000.0  # icefall fills masked scores with a finite value (exp(-1000) == 0 in float32)
-
-
-def add_relative_scores_(
-    scores: torch.Tensor, p: torch.Tensor, positions: torch.Tensor, block: int = 256
-) -> torch.Tensor:
-    """``scores[..., i, j] += p[..., i, :] . positions[..., :, (T - 1) + j - i]`` in place, block by block.
-
-    The direct route materialises all 2T - 1 offsets for every query, a (B, H, T, 2T - 1) tensor twice the size of
-    the scores; a block of queries [i0, i1) only needs offsets ``-(i1 - 1) .. T - 1 - i0``, so each block's
-    product has T + block - 1 columns and stays small. For gradient-free (inference) use.
-
-    Args:
-        scores: (B, H, T, T) content scores, modified in place.
-        p: (B, H, T, dp) positional queries.
-        positions: (H, dp, 2T - 1) projected encodings, column k = offset k - (T - 1).
-        block: queries per block.
-
-    Returns:
-        ``scores``.
-    """
-    frames = scores.size(-1)
-    for start in range(0, frames, block):
-        stop = min(start + block, frames)
-        # columns for offsets -(stop - 1) .. frames - 1 - start
-        window = positions[..., frames - stop : 2 * frames - 1 - start]
-        block_scores = torch.matmul(p[..., start:stop, :], window)  # (B, H, stop - start, T + stop - start - 1)
-        *lead, rows, width = block_scores.shape
-        strides = block_scores.stride()
-        # row r (query start + r) needs column (stop - 1 - start - r) + j for key j
-        shifted = block_scores.as_strided(
-            (*lead, rows, frames), (*strides[:-2], strides[-2] - 1, 1), block_scores.storage_offset() + rows - 1
-        )
-        scores[..., start:stop, :].add_(shifted)
-    return scores
 
 
 class RelPositionAttentionWeights(nn.Module):
@@ -172,14 +138,11 @@ class RelPositionAttentionWeights(nn.Module):
         skip_positions = self.training and random.random() < float(self.pos_emb_skip_rate)
         if scores.requires_grad or not skip_positions:
             positions = self.linear_pos(pos_emb).reshape(keys + frames - 1, heads, -1).permute(1, 2, 0)  # H, dp, K+T-1
-            # the block loop below needs T as a Python int and square scores
-            if scores.requires_grad or is_exporting() or keys != frames:
-                pos_scores = relative_scores(p, positions)
+            if is_exporting():  # a static graph: the whole product, shifted by slices
+                scores = scores + relative_scores(p, positions)
+            elif scores.requires_grad:
                 # a skipped term stays in the graph with weight 0: linear_pos gets a (zero) gradient (class docstring)
-                pos_scores = pos_scores * 0.0 if skip_positions else pos_scores
-                # in place in eager mode (the product's backward does not read it): no third (B, H, T, K) tensor
-                # beside the scores and the (B, H, T, K + T - 1) product, the peak of a recomputed layer's forward
-                scores = scores + pos_scores if is_exporting() else scores.add_(pos_scores)
+                scores = add_relative_scores(scores, p, positions, weight=0.0 if skip_positions else 1.0)
             else:
                 add_relative_scores_(scores, p, positions)
 

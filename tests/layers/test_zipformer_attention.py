@@ -2,13 +2,13 @@ import pytest
 import torch
 
 from hybrid_encoders.layers import relative_shift
-from hybrid_encoders.layers.zipformer_attention import (
-    NonlinAttention,
-    RelPositionAttentionWeights,
-    SelfAttention,
+from hybrid_encoders.layers.relative_shift import (
+    add_relative_scores,
     add_relative_scores_,
+    relative_scores,
+    relative_to_absolute,
 )
-from hybrid_encoders.layers.relative_shift import relative_scores, relative_to_absolute
+from hybrid_encoders.layers.zipformer_attention import NonlinAttention, RelPositionAttentionWeights, SelfAttention
 
 
 @pytest.mark.parametrize("exporting", [False, True], ids=["as_strided", "export_spare_column"])
@@ -71,15 +71,40 @@ def test_self_and_nonlin_attention_match_reference():
     torch.testing.assert_close(na(x, weights[:, 0]), na.out_proj((weights[:, 0] @ (u * torch.tanh(s))) * y))
 
 
-def test_blockwise_relative_scores_equal_the_full_shift():
+@pytest.mark.parametrize("frames, keys", [(11, 11), (5, 9)])  # K > T: cached streaming keys
+def test_blockwise_relative_scores_equal_the_full_shift(frames, keys):
     torch.manual_seed(0)
-    frames = 11
-    scores = torch.randn(2, 3, frames, frames, dtype=torch.float64)
+    scores = torch.randn(2, 3, frames, keys, dtype=torch.float64)
     p = torch.randn(2, 3, frames, 4, dtype=torch.float64)
-    positions = torch.randn(3, 4, 2 * frames - 1, dtype=torch.float64)
+    positions = torch.randn(3, 4, keys + frames - 1, dtype=torch.float64)
     expected = scores + relative_to_absolute(torch.matmul(p, positions))
     for block in (1, 3, 4, 11, 64):
-        torch.testing.assert_close(add_relative_scores_(scores.clone(), p, positions, block=block), expected)
+        blockwise = scores.clone()
+        add_relative_scores_(blockwise, p, positions, block=block)
+        torch.testing.assert_close(blockwise, expected)
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.0])
+@pytest.mark.parametrize("frames, keys, block", [(11, 11, 4), (11, 11, 64), (5, 9, 2), (7, 7, 1)])
+def test_differentiable_blockwise_relative_scores_match_autograd_of_the_full_product(frames, keys, block, weight):
+    """Values and all three gradients against autograd through the whole (B, H, T, K + T - 1) product, float64;
+    blocks that divide T, that do not (a shorter last block), one block, one query per block."""
+    torch.manual_seed(1)
+    content = torch.randn(2, 3, frames, keys, dtype=torch.float64, requires_grad=True)
+    p = torch.randn(2, 3, frames, 4, dtype=torch.float64, requires_grad=True)
+    positions = torch.randn(3, 4, keys + frames - 1, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 3, frames, keys, dtype=torch.float64)
+
+    expected = content * 1.0 + weight * relative_scores(p, positions)
+    expected_grads = torch.autograd.grad(expected, (content, p, positions), upstream)
+    blockwise = add_relative_scores(content * 1.0, p, positions, weight=weight, block=block)
+    grads = torch.autograd.grad(blockwise, (content, p, positions), upstream)
+
+    torch.testing.assert_close(blockwise, expected)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+    if weight == 0.0:  # a skipped term: zero gradients, not missing ones
+        assert not grads[1].any() and not grads[2].any()
 
 
 def test_gradient_and_inference_paths_agree():
