@@ -9,10 +9,14 @@ CPU (2 threads, median of 30): 512 channels, 31 taps, 2 x 750 frames (Squeezefor
 frames, 192-512 channels) and 1.3x slower at 2 x 750 frames x 512 channels. This module is the one place that knows
 the trick; the Squeezeformer / HybridFormer (every NSR mode) / Zipformer convolution modules call it.
 
-The weight gradient of a depthwise 2-D convolution is a slow oneDNN CPU kernel: Zipformer's embed runs a 7 x 7 one
-on (2, 128, 1496, 19) images at batch 2 x 30 s, and its weight gradient took 233 ms, ten times the input gradient.
+The weight gradient of a depthwise convolution is a slow oneDNN CPU kernel. Zipformer's embed runs a 7 x 7 one on
+(2, 128, 1496, 19) images at batch 2 x 30 s, and its weight gradient took 233 ms, ten times the input gradient:
 :func:`same_depthwise_conv2d` computes it as batched matrix products instead (76 ms there) and the input gradient as
-the convolution with the flipped kernel, on CPU in float32 or 64; elsewhere (GPU, autocast) it is ``conv2d``.
+the convolution with the flipped kernel. The temporal one's weight gradient took 12 ms for 31 taps over 2 x 748
+frames x 256 channels (a Zipformer-M layer at 30 s), 60 times its forward pass: :func:`depthwise_conv1d` computes it
+as one more depthwise convolution, of the input with the output's gradient as the filter (1.5 ms there; 0.1 against
+0.45 ms at the mini recipe's 8 x 60 frames x 144 channels, 15 taps). Both apply on CPU in float32 or 64 outside
+autocast; elsewhere (GPU, autocast) the gradients are those of ``conv2d``.
 """
 
 from typing import Optional, Tuple
@@ -42,7 +46,10 @@ def depthwise_conv1d(
     if not 0 <= right_pad <= left_pad:
         raise ValueError(f"depthwise_conv1d: need 0 <= right_pad <= left_pad, got {left_pad}, {right_pad}")
     image = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, C, 1, T)
-    y = nn.functional.conv2d(image, weight.unsqueeze(2), bias, padding=(0, left_pad), groups=weight.size(0))
+    if _fast_cpu_backward(x) and torch.is_grad_enabled():
+        y = _DepthwiseTimeConv.apply(image, weight.unsqueeze(2), bias, left_pad)
+    else:
+        y = nn.functional.conv2d(image, weight.unsqueeze(2), bias, padding=(0, left_pad), groups=weight.size(0))
     # Symmetric padding by left_pad gives left_pad - right_pad extra frames at the end, which only the extra right
     # padding reaches: drop them.
     extra = left_pad - right_pad
@@ -55,6 +62,64 @@ def same_depthwise_conv1d(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     :func:`depthwise_conv1d`: (B, C, T) -> (B, C, T)."""
     padding = conv.padding[0]
     return depthwise_conv1d(x, conv.weight, conv.bias, padding, padding)
+
+
+def _fast_cpu_backward(x: torch.Tensor) -> bool:
+    """Whether this module's backward passes apply to ``x``: on CPU, in float32 or 64, outside autocast."""
+    full_precision = x.dtype in (torch.float32, torch.float64) and autocast_dtype("cpu") is None
+    return x.device.type == "cpu" and full_precision
+
+
+class _DepthwiseTimeConv(torch.autograd.Function):
+    """Depthwise ``conv2d`` of (B, C, 1, T) images with (0, pad) padding; the weight gradient by
+    :func:`depthwise_conv1d_weight_grad`, the input gradient by oneDNN's own kernel (a fast one)."""
+
+    @staticmethod
+    def forward(ctx, image: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], pad: int) -> torch.Tensor:
+        ctx.save_for_backward(image, weight)
+        ctx.has_bias, ctx.pad = bias is not None, pad
+        return nn.functional.conv2d(image, weight, bias, padding=(0, pad), groups=weight.size(0))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+        image, weight = ctx.saved_tensors
+        grad_image = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_image = torch.ops.aten.convolution_backward(
+                grad, image, weight, None, [1, 1], [0, ctx.pad], [1, 1], False, [0, 0], weight.size(0),
+                [True, False, False],
+            )[0]  # fmt: skip
+        if ctx.needs_input_grad[1]:
+            grad_weight = depthwise_conv1d_weight_grad(image.squeeze(2), grad.squeeze(2), ctx.pad).unsqueeze(2)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(dim=(0, 2, 3))
+        return grad_image, grad_weight, grad_bias, None
+
+
+def depthwise_conv1d_weight_grad(x: torch.Tensor, grad: torch.Tensor, pad: int) -> torch.Tensor:
+    """Weight gradient of a stride-1 depthwise convolution over time with ``pad`` zero frames at both ends.
+
+    ``dW[c, 0, i] = sum_{b, t} xp[b, c, t + i] g[b, c, t]``, ``xp`` the padded input: for each (b, c) the correlation
+    of ``xp[b, c]`` with ``g[b, c]`` at lags 0 .. k - 1, i.e. a depthwise convolution over B C channels whose filters
+    are the gradient rows, summed over b.
+
+    Args:
+        x: (B, C, T) input of the convolution.
+        grad: (B, C, T + 2 pad - k + 1) gradient of its output.
+        pad: zero frames at each end.
+
+    Returns:
+        (C, 1, k).
+    """
+    batch, channels, frames = x.shape
+    out_frames = grad.size(-1)
+    # (B C, 1, T + 2 pad) as a channels-last image: time-major memory, the layout of oneDNN's fast depthwise kernel
+    signal = x.new_zeros(frames + 2 * pad, batch, channels)
+    signal[pad : pad + frames] = x.permute(2, 0, 1)
+    image = signal.view(frames + 2 * pad, batch * channels).t()[None, :, None, :]
+    filters = grad.reshape(batch * channels, 1, 1, out_frames).contiguous()
+    lags = nn.functional.conv2d(image, filters, groups=batch * channels)  # (1, B C, 1, k)
+    return lags.view(batch, channels, -1).sum(dim=0).unsqueeze(1)
 
 
 class _SameDepthwiseConv2d(torch.autograd.Function):
@@ -116,8 +181,6 @@ def same_depthwise_conv2d(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)`` for a stride-1 depthwise ``nn.Conv2d`` with "same" padding (odd kernel sides, ``padding = k // 2``):
     (B, C, T, F) -> (B, C, T, F). On CPU in float32 (or 64) outside autocast, the backward pass is
     :class:`_SameDepthwiseConv2d`'s."""
-    full_precision = x.dtype in (torch.float32, torch.float64) and autocast_dtype("cpu") is None
-    fast_backward = x.device.type == "cpu" and full_precision
-    if not (fast_backward and torch.is_grad_enabled()):
+    if not (_fast_cpu_backward(x) and torch.is_grad_enabled()):
         return conv(x)
     return _SameDepthwiseConv2d.apply(x, conv.weight, conv.bias)

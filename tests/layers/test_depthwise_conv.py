@@ -4,6 +4,7 @@ from torch import nn
 
 from hybrid_encoders.layers.depthwise_conv import (
     depthwise_conv1d,
+    depthwise_conv1d_weight_grad,
     depthwise_conv2d_weight_grad,
     same_depthwise_conv1d,
     same_depthwise_conv2d,
@@ -52,6 +53,41 @@ def test_gradients_equal_those_of_conv1d():
     slow = torch.autograd.grad((reference * upstream).sum(), (sequence, weight, bias))
     for a, b in zip(fast, slow):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("taps, left_pad, right_pad", [(7, 3, 3), (4, 2, 1), (5, 4, 1), (1, 0, 0), (15, 7, 7)])
+def test_gradients_equal_those_of_conv1d_on_padded_input_in_float64(taps, left_pad, right_pad):
+    """The custom backward (oneDNN's input gradient, the weight gradient as a convolution) for every padding the
+    encoders use, including the asymmetric ones whose extra output frames are sliced off."""
+    torch.manual_seed(taps)
+    sequence = torch.randn(3, 17, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(6, 1, taps, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    y = depthwise_conv1d(sequence.transpose(1, 2), weight, bias, left_pad, right_pad)
+    upstream = torch.randn(y.shape, dtype=torch.float64)
+    fast = torch.autograd.grad(y, (sequence, weight, bias), upstream)
+    padded = nn.functional.pad(sequence.transpose(1, 2), (left_pad, right_pad))
+    reference = nn.functional.conv1d(padded, weight, bias, groups=6)
+    assert reference.shape == y.shape
+    slow = torch.autograd.grad(reference, (sequence, weight, bias), upstream)
+    names, node = [], y.grad_fn  # the custom backward sits under the squeeze (and the slice)
+    while node is not None and len(names) < 4:
+        names.append(type(node).__name__)
+        node = node.next_functions[0][0] if node.next_functions else None
+    assert "_DepthwiseTimeConvBackward" in names
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_1d_weight_gradient_is_the_sum_over_frames_in_float32():
+    """The float32 path of a training step against a per-tap loop in float64, at a Zipformer layer's shape."""
+    torch.manual_seed(2)
+    x, grad = torch.randn(2, 8, 75), torch.randn(2, 8, 75)
+    padded = nn.functional.pad(x.double(), (15, 15))
+    expected = torch.stack([(padded[..., i : i + 75] * grad.double()).sum(dim=(0, 2)) for i in range(31)], dim=-1)
+    fast = depthwise_conv1d_weight_grad(x.transpose(1, 2).contiguous().transpose(1, 2), grad, 15)
+    assert fast.dtype == torch.float32 and fast.shape == (8, 1, 31)
+    torch.testing.assert_close(fast.double(), expected.unsqueeze(1), rtol=1e-5, atol=1e-5)
 
 
 @torch.no_grad()
