@@ -92,22 +92,23 @@ def add_relative_scores_(scores: torch.Tensor, p: torch.Tensor, positions: torch
 
 
 class _AddRelativeScores(torch.autograd.Function):
-    """In-place ``scores += weight * relative_scores(p, positions)`` by blocks of queries; backward by blocks too."""
+    """In-place ``scores += relative_scores(p, positions)`` (when ``active``) by blocks of queries; backward by blocks
+    too."""
 
     @staticmethod
-    def forward(ctx, scores, p, positions, weight, block):
+    def forward(ctx, scores, p, positions, active, block):
         ctx.save_for_backward(p, positions)
-        ctx.weight, ctx.block = weight, block
+        ctx.active, ctx.block = active, block
         ctx.mark_dirty(scores)
-        if weight != 0.0:
+        if active:
             with torch.no_grad():
-                add_relative_scores_(scores, p if weight == 1.0 else p * weight, positions, block)
+                add_relative_scores_(scores, p, positions, block)
         return scores
 
     @staticmethod
     def backward(ctx, grad):
         p, positions = ctx.saved_tensors
-        if ctx.weight == 0.0:
+        if not ctx.active:
             return grad, torch.zeros_like(p), torch.zeros_like(positions), None, None
         batch, heads, frames, keys = grad.shape
         grad_p = torch.empty_like(p)
@@ -127,29 +128,26 @@ class _AddRelativeScores(torch.autograd.Function):
             ).transpose(0, 1)
             queries = p[..., start:stop, :].permute(1, 3, 0, 2).reshape(heads, -1, batch * rows)  # (H, dp, B rows)
             grad_positions[..., columns] += torch.matmul(queries, flat)
-        if ctx.weight != 1.0:
-            grad_p.mul_(ctx.weight)
-            grad_positions.mul_(ctx.weight)
         return grad, grad_p, grad_positions.to(positions.dtype), None, None
 
 
 def add_relative_scores(
-    scores: torch.Tensor, p: torch.Tensor, positions: torch.Tensor, weight: float = 1.0, block: int = 256
+    scores: torch.Tensor, p: torch.Tensor, positions: torch.Tensor, active: bool = True, block: int = 256
 ) -> torch.Tensor:
-    """``scores + weight * relative_scores(p, positions)``, written into ``scores``, differentiable.
+    """``scores + relative_scores(p, positions)``, written into ``scores``, differentiable.
 
     The (B, H, T, K + T - 1) product of every query with every offset is never formed: each block of ``block``
     queries takes the K + block - 1 offsets it reads, forward and backward, so the largest temporary is a block's.
-    ``weight == 0`` adds nothing and gives ``p`` and ``positions`` zero gradients (a skipped term).
+    ``active=False`` adds nothing and gives ``p`` and ``positions`` zero gradients (a skipped term).
 
     Args:
         scores: (B, H, T, K) content scores of the last T of K key frames (modified in place, returned).
         p: (B, H, T, dp) positional queries.
         positions: (H, dp, K + T - 1) projected encodings, column k for offset ``k - (K - 1)``.
-        weight: the term's factor (0 or 1 in Zipformer).
+        active: add the term (False: a skipped term, kept in the graph with zero gradients).
         block: queries per block.
 
     Returns:
         ``scores``, now the sum, as the output of an autograd function (gradient: identity for ``scores``).
     """
-    return _AddRelativeScores.apply(scores, p, positions, float(weight), block)
+    return _AddRelativeScores.apply(scores, p, positions, bool(active), block)

@@ -41,13 +41,13 @@ class RelPositionAttentionWeights(nn.Module):
 
     The skip draws once per training forward, as icefall does, so the outputs follow icefall's distribution exactly
     (same probability, same whole-batch correlation, same expectation). A skipped term is not left out of the graph
-    but given weight 0: the output is the same, and the gradients of ``linear_pos`` and of the positional rows of
+    but made inactive: the output is the same, and the gradients of ``linear_pos`` and of the positional rows of
     ``in_proj`` are exactly zero instead of missing. DistributedDataParallel with ESPnet's default
     ``unused_parameters: false`` needs a gradient for every parameter on every step; icefall's ScaledAdam treats a
     missing gradient as zero, so the update is icefall's too. A per-sequence skip would change the correlation across
     the batch and still leave ``linear_pos`` without a gradient when every sequence skips. A skipped term costs only
-    the (small) projections: :func:`~hybrid_encoders.layers.relative_shift.add_relative_scores` with weight 0 adds
-    nothing and returns zero gradients.
+    the (small) projections: :func:`~hybrid_encoders.layers.relative_shift.add_relative_scores` with ``active=False``
+    adds nothing and returns zero gradients.
 
     Parameters: ``in_proj`` ((2 dq + dp) H, C) packing [q | k | p], head-major in each block; ``linear_pos``
     (dp H, pos_dim), no bias.
@@ -142,8 +142,8 @@ class RelPositionAttentionWeights(nn.Module):
             if is_exporting():  # a static graph: the whole product, shifted by slices
                 scores = scores + relative_scores(p, positions)
             elif scores.requires_grad:
-                # a skipped term stays in the graph with weight 0: linear_pos gets a (zero) gradient (class docstring)
-                scores = add_relative_scores(scores, p, positions, weight=0.0 if skip_positions else 1.0)
+                # a skipped term stays in the graph: linear_pos gets a (zero) gradient (class docstring)
+                scores = add_relative_scores(scores, p, positions, active=not skip_positions)
             else:
                 add_relative_scores_(scores, p, positions)
 

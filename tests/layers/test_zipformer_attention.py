@@ -84,9 +84,9 @@ def test_blockwise_relative_scores_equal_the_full_shift(frames, keys):
         torch.testing.assert_close(blockwise, expected)
 
 
-@pytest.mark.parametrize("weight", [1.0, 0.0])
+@pytest.mark.parametrize("active", [True, False])
 @pytest.mark.parametrize("frames, keys, block", [(11, 11, 4), (11, 11, 64), (5, 9, 2), (7, 7, 1)])
-def test_differentiable_blockwise_relative_scores_match_autograd_of_the_full_product(frames, keys, block, weight):
+def test_differentiable_blockwise_relative_scores_match_autograd_of_the_full_product(frames, keys, block, active):
     """Values and all three gradients against autograd through the whole (B, H, T, K + T - 1) product, float64;
     blocks that divide T, that do not (a shorter last block), one block, one query per block."""
     torch.manual_seed(1)
@@ -95,15 +95,15 @@ def test_differentiable_blockwise_relative_scores_match_autograd_of_the_full_pro
     positions = torch.randn(3, 4, keys + frames - 1, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn(2, 3, frames, keys, dtype=torch.float64)
 
-    expected = content * 1.0 + weight * relative_scores(p, positions)
+    expected = content * 1.0 + (1.0 if active else 0.0) * relative_scores(p, positions)
     expected_grads = torch.autograd.grad(expected, (content, p, positions), upstream)
-    blockwise = add_relative_scores(content * 1.0, p, positions, weight=weight, block=block)
+    blockwise = add_relative_scores(content * 1.0, p, positions, active=active, block=block)
     grads = torch.autograd.grad(blockwise, (content, p, positions), upstream)
 
     torch.testing.assert_close(blockwise, expected)
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want)
-    if weight == 0.0:  # a skipped term: zero gradients, not missing ones
+    if not active:  # a skipped term: zero gradients, not missing ones
         assert not grads[1].any() and not grads[2].any()
 
 
