@@ -69,14 +69,6 @@ def _query_blocks(frames: int, keys: int, block: int) -> Iterator[Tuple[int, int
         yield start, stop, slice(frames - stop, keys + frames - 1 - start)
 
 
-def _band(wide: torch.Tensor, keys: int) -> torch.Tensor:
-    """The (..., rows, K) view of a block's (..., rows, K + rows - 1) offset product at absolute key positions:
-    row r (the block's r-th query) starts at column rows - 1 - r."""
-    *lead, rows, _ = wide.shape
-    strides = wide.stride()
-    return wide.as_strided((*lead, rows, keys), (*strides[:-2], strides[-2] - 1, 1), wide.storage_offset() + rows - 1)
-
-
 def add_relative_scores_(scores: torch.Tensor, p: torch.Tensor, positions: torch.Tensor, block: int = 256) -> None:
     """``scores += relative_scores(p, positions)`` in place, one block of queries at a time, without a gradient.
 
@@ -88,7 +80,8 @@ def add_relative_scores_(scores: torch.Tensor, p: torch.Tensor, positions: torch
     """
     frames, keys = scores.shape[-2:]
     for start, stop, columns in _query_blocks(frames, keys, block):
-        scores[..., start:stop, :].add_(_band(torch.matmul(p[..., start:stop, :], positions[..., columns]), keys))
+        wide = torch.matmul(p[..., start:stop, :], positions[..., columns])  # (B, H, rows, K + rows - 1)
+        scores[..., start:stop, :].add_(relative_to_absolute(wide))
 
 
 class _AddRelativeScores(torch.autograd.Function):
@@ -120,7 +113,7 @@ class _AddRelativeScores(torch.autograd.Function):
             rows = stop - start
             if wide is None or wide.size(2) != rows:
                 wide = grad.new_zeros(heads, batch, rows, keys + rows - 1)
-            _band(wide, keys).copy_(grad[..., start:stop, :].transpose(0, 1))
+            relative_to_absolute(wide).copy_(grad[..., start:stop, :].transpose(0, 1))
             flat = wide.view(heads, batch * rows, -1)  # (H, B rows, K + rows - 1)
             # (H, B rows, dp) -> (B, H, rows, dp)
             grad_p[..., start:stop, :] = torch.matmul(flat, positions[..., columns].transpose(-2, -1)).view(
