@@ -17,6 +17,7 @@ from torch import nn
 from hybrid_encoders.layers.depthwise_conv import same_depthwise_conv1d
 from hybrid_encoders.layers.export_mode import is_exporting
 from hybrid_encoders.layers.lean_autograd import SILU, activation_dropout_linear
+from hybrid_encoders.layers.time_major_batch_norm import TimeMajorBatchNorm1d
 
 
 class DepthwiseConvNorm(nn.Module):
@@ -32,7 +33,7 @@ class DepthwiseConvNorm(nn.Module):
         if kernel_size % 2 != 1:
             raise ValueError(f"DepthwiseConvNorm: kernel_size must be odd, got {kernel_size}")
         self.conv = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
-        self.norm = nn.BatchNorm1d(channels)
+        self.norm = TimeMajorBatchNorm1d(channels)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from hybrid_encoders.layers.depthwise_conv import depthwise_conv1d, same_depthwise_conv1d
+from hybrid_encoders.layers.time_major_batch_norm import TimeMajorBatchNorm1d
 
 MODES = ("search", "train", "deploy")
 
@@ -46,7 +47,7 @@ class _ConvBranch(nn.Module):
         self.conv = (
             nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=False) if kernel_size > 0 else None
         )
-        self.norm = nn.BatchNorm1d(channels)
+        self.norm = TimeMajorBatchNorm1d(channels)
 
     def reset_parameters(self) -> None:
         """Conv U(-a, a), a = k^-1/2 (the authors' ``init_weights``, also PyTorch's default); BatchNorm to identity."""
