@@ -34,6 +34,7 @@ All functions are for training (a tensor that needs a gradient); callers keep th
 """
 
 import dataclasses
+import math
 from typing import Callable, Iterator, Optional, Tuple
 
 import torch
@@ -54,12 +55,21 @@ class Activation:
         value: ``f(x)``.
         value_and_derivative: ``(f(x), f'(x))`` in one pass (the backward pass needs both).
         derivative: ``f'(x)`` alone, for a backward pass that is done with ``f(x)`` before it needs ``f'(x)``.
+        fused_chain: ``(grad, x) -> grad * f'(x)`` in one pass (a PyTorch backward kernel), or None.
     """
 
     name: str
     value: Callable[[Tensor], Tensor]
     value_and_derivative: Callable[[Tensor], Tuple[Tensor, Tensor]]
     derivative: Callable[[Tensor], Tensor]
+    fused_chain: Optional[Callable[[Tensor, Tensor], Tensor]] = None
+
+    def chain(self, grad: Tensor, x: Tensor) -> Tensor:
+        """``grad * f'(x)`` in ``grad``'s dtype (the chain rule through f); one fused pass where there is a kernel
+        for it and the dtypes agree (silu: 0.4 ms against 3.3 ms for 1.5 M floats on the development CPU)."""
+        if self.fused_chain is not None and grad.dtype == x.dtype:
+            return self.fused_chain(grad, x)
+        return grad * self.derivative(x).to(grad.dtype)
 
 
 def _silu_and_derivative(x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -78,7 +88,9 @@ def _tanh_and_derivative(x: Tensor) -> Tuple[Tensor, Tensor]:
     return tanh, 1.0 - tanh * tanh
 
 
-SILU = Activation("silu", F.silu, _silu_and_derivative, lambda x: _silu_and_derivative(x)[1])
+SILU = Activation(
+    "silu", F.silu, _silu_and_derivative, lambda x: _silu_and_derivative(x)[1], torch.ops.aten.silu_backward
+)
 SIGMOID = Activation("sigmoid", torch.sigmoid, _sigmoid_and_derivative, lambda x: _sigmoid_and_derivative(x)[1])
 TANH = Activation("tanh", torch.tanh, _tanh_and_derivative, lambda x: _tanh_and_derivative(x)[1])
 IDENTITY = Activation("identity", lambda x: x, lambda x: (x, torch.ones_like(x)), torch.ones_like)
@@ -88,32 +100,45 @@ def _apply_mask(x: Tensor, keep: Optional[Tensor], keep_scale: float) -> Tensor:
     """``x * keep * keep_scale`` with a bool (or 0/1) ``keep`` broadcastable to ``x``; ``x`` when ``keep`` is None."""
     if keep is None:
         return x
-    return x * (keep.to(x.dtype) * keep_scale)
+    return x.mul(keep).mul_(keep_scale)
+
+
+def _masked(hidden: Tensor, keep: Optional[Tensor], source: Tensor) -> Tensor:
+    """``hidden * keep``, computed in place when ``hidden`` is a temporary, i.e. not the saved input ``source`` itself
+    (as the identity's value is); ``hidden`` when ``keep`` is None."""
+    if keep is None:
+        return hidden
+    return hidden * keep if hidden is source else hidden.mul_(keep)
 
 
 class _ActivationDropoutLinear(torch.autograd.Function):
+    """``linear(f(x) * keep * keep_scale)``. The dropout's scale is applied to the small weight matrix (forward) or
+    weight gradient (backward) rather than to the (..., in_features) activations: one pass over them less."""
+
     @staticmethod
     def forward(ctx, x, weight, bias, activation, keep, keep_scale):
         ctx.activation, ctx.keep_scale = activation, keep_scale
         ctx.save_for_backward(x, weight, bias, keep)
-        return F.linear(_apply_mask(activation.value(x), keep, keep_scale), weight, bias)
+        scaled = weight if keep is None else weight * keep_scale
+        return F.linear(_masked(activation.value(x), keep, x), scaled, bias)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight, bias, keep = ctx.saved_tensors
         need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
-        hidden, derivative = ctx.activation.value_and_derivative(x)
         compute = grad.dtype  # autocast's dtype when the forward ran under autocast
+        scale = 1.0 if keep is None else ctx.keep_scale
         grad_x = grad_weight = grad_bias = None
         if need_weight:
-            hidden = _apply_mask(hidden, keep, ctx.keep_scale).to(compute)
+            hidden = _masked(ctx.activation.value(x).to(compute), keep, x)
             rows = grad.reshape(-1, grad.size(-1))
-            grad_weight = (rows.t() @ hidden.reshape(-1, hidden.size(-1))).to(weight.dtype)
+            grad_weight = (rows.t() @ hidden.reshape(-1, hidden.size(-1))).mul_(scale).to(weight.dtype)
+            del hidden
         if need_bias:
             grad_bias = grad.reshape(-1, grad.size(-1)).sum(dim=0).to(bias.dtype)
         if need_x:
-            grad_hidden = grad @ weight.to(compute)
-            grad_x = _apply_mask(grad_hidden * derivative.to(compute), keep, ctx.keep_scale).to(x.dtype)
+            grad_hidden = grad @ (weight.to(compute) * scale)
+            grad_x = _masked(ctx.activation.chain(grad_hidden, x), keep, x).to(x.dtype)
         return grad_x, grad_weight, grad_bias, None, None, None
 
 
@@ -306,7 +331,7 @@ class _Pointwise(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return (grad * ctx.activation.value_and_derivative(x)[1]).to(x.dtype), None
+        return ctx.activation.chain(grad, x).to(x.dtype), None
 
 
 def pointwise(x: Tensor, activation: Activation) -> Tensor:
@@ -352,17 +377,32 @@ def softmax(x: Tensor, dim: int) -> Tensor:
     return _Softmax.apply(x, dim, autocast_dtype(x.device.type) or x.dtype)
 
 
+MASK_BITS = 16  # random bits per dropout-mask element
+
+
 def dropout_mask(x: Tensor, p: float, shared_dim: Optional[int] = None) -> Tensor:
     """A bool keep-mask for inverted dropout of ``x`` with drop probability ``p`` (``True`` = kept).
 
+    Each element is kept when 16 uniformly random bits, read as an integer u in [0, 2^16), reach
+    ``round(p * 2^16)``: the drop probability is ``p`` rounded to a multiple of 2^-16 (0.1 becomes 0.1000061), so
+    the expectation of the kept values scaled by ``1 / (1 - p)`` is off by less than 2^-17 / (1 - p), relatively.
+    The bits come four to an element of a 64-bit random draw. CPU generators draw 32 bits at a time, one per
+    element in ``torch.rand``, so this is 3x faster than ``torch.rand(shape) > p`` there (1.3 against 4.3 ms for
+    1.5 M elements on the development CPU, a third of the random draws of a Squeezeformer training step).
+
     Args:
         shared_dim: an axis along which the mask is shared (size 1 there, broadcast), or None for one draw per
-            element. The draw is ``torch.rand(shape) > p``.
+            element.
     """
     shape = list(x.shape)
     if shared_dim is not None:
         shape[shared_dim] = 1
-    return torch.rand(shape, device=x.device) > p
+    count = math.prod(shape)
+    per_word = 64 // MASK_BITS
+    words = torch.empty((count + per_word - 1) // per_word, dtype=torch.int64, device=x.device)
+    # the full signed range: every bit uniform (a plain random_() leaves the sign bit 0)
+    halves = words.random_(-(2**63), 2**63 - 1).view(torch.int16)[:count]  # u - 2^15, in [-2^15, 2^15)
+    return (halves >= round(p * 2**MASK_BITS) - 2 ** (MASK_BITS - 1)).view(shape)
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:

@@ -14,6 +14,7 @@ from hybrid_encoders.layers.lean_autograd import (
     activation_conv,
     activation_dropout_linear,
     dropout,
+    dropout_mask,
     gate,
     pointwise,
     softmax,
@@ -117,6 +118,29 @@ def test_dropout_keeps_expectation_and_masks_its_gradient():
         Dropout(1.0)
 
 
+@pytest.mark.parametrize("p", [0.05, 0.1, 0.5, 0.9])
+def test_dropout_mask_drops_with_probability_p_in_every_lane_of_its_random_words(p):
+    torch.manual_seed(0)
+    count = 400_000
+    keep = dropout_mask(torch.empty(count), p)
+    assert keep.dtype == torch.bool and keep.shape == (count,)
+    # four mask elements per 64-bit draw: each lane (the last one holds the sign bit) must drop at rate p
+    dropped = (~keep).view(-1, 4).double().mean(dim=0)
+    tolerance = 5 * (p * (1 - p) / (count / 4)) ** 0.5
+    assert torch.all((dropped - p).abs() < tolerance), dropped
+    assert not dropout_mask(torch.empty(count), 0.0).logical_not().any()
+
+
+def test_dropout_mask_shares_its_draw_along_shared_dim_and_follows_the_seed():
+    x = torch.empty(3, 50, 7)
+    torch.manual_seed(4)
+    shared = dropout_mask(x, 0.5, shared_dim=1)
+    assert shared.shape == (3, 1, 7)
+    torch.manual_seed(4)
+    assert torch.equal(dropout_mask(x, 0.5, shared_dim=1), shared)
+    assert dropout_mask(x, 0.5).shape == (3, 50, 7)
+
+
 def test_dropout_saves_a_bool_mask_only():
     x = torch.randn(16, 64, requires_grad=True)
     assert saved_bytes(lambda x: dropout(x, 0.1, True), x) == 16 * 64  # one byte per element
@@ -175,7 +199,7 @@ def test_feed_forward_training_matches_plain_formulation_with_the_same_mask():
     torch.manual_seed(1)
     out = ff(x)
     torch.manual_seed(1)
-    keep = torch.rand(2, 30, 64) > 0.2  # the draw FeedForward makes
+    keep = dropout_mask(torch.empty(2, 30, 64), 0.2)  # the draw FeedForward makes
     expected = ff.w_2(F.silu(ff.w_1(x)) * keep / 0.8)
     torch.testing.assert_close(out, expected)
     grads = torch.autograd.grad(out.square().sum(), [x, *ff.parameters()])
@@ -307,3 +331,15 @@ def test_softmax_under_autocast_returns_and_saves_its_output_in_autocast_dtype()
     for actual, wanted in zip(grads, expected):
         assert actual.dtype == wanted.dtype == torch.float32
         torch.testing.assert_close(actual, wanted, rtol=2e-2, atol=2e-2 * float(wanted.abs().max()))
+
+
+def test_silu_chain_is_the_fused_kernel_and_equals_the_derivative():
+    x = 4 * torch.randn(3, 50, dtype=torch.float64)
+    grad = torch.randn_like(x)
+    leaf = x.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(F.silu(leaf), leaf, grad)  # autograd's grad * silu'(x)
+    torch.testing.assert_close(SILU.chain(grad, x), expected, rtol=1e-12, atol=1e-12)
+    # different dtypes (autocast): the unfused formula in the gradient's dtype
+    mixed = SILU.chain(grad.to(torch.bfloat16), x)
+    assert mixed.dtype == torch.bfloat16
+    torch.testing.assert_close(mixed, expected.to(torch.bfloat16))
