@@ -96,19 +96,18 @@ TANH = Activation("tanh", torch.tanh, _tanh_and_derivative, lambda x: _tanh_and_
 IDENTITY = Activation("identity", lambda x: x, lambda x: (x, torch.ones_like(x)), torch.ones_like)
 
 
-def _apply_mask(x: Tensor, keep: Optional[Tensor], keep_scale: float) -> Tensor:
-    """``x * keep * keep_scale`` with a bool (or 0/1) ``keep`` broadcastable to ``x``; ``x`` when ``keep`` is None."""
-    if keep is None:
-        return x
-    return x.mul(keep).mul_(keep_scale)
-
-
 def _masked(hidden: Tensor, keep: Optional[Tensor], source: Tensor) -> Tensor:
-    """``hidden * keep``, computed in place when ``hidden`` is a temporary, i.e. not the saved input ``source`` itself
-    (as the identity's value is); ``hidden`` when ``keep`` is None."""
+    """``hidden * keep`` with a bool (or 0/1) ``keep`` broadcastable to it, computed in place when ``hidden`` is a
+    temporary, i.e. not the saved input ``source`` itself (as the identity's value is); ``hidden`` when ``keep`` is
+    None."""
     if keep is None:
         return hidden
     return hidden * keep if hidden is source else hidden.mul_(keep)
+
+
+def _apply_mask(x: Tensor, keep: Optional[Tensor], keep_scale: float) -> Tensor:
+    """``x * keep * keep_scale`` in a new tensor; ``x`` when ``keep`` is None."""
+    return x if keep is None else _masked(x, keep, x).mul_(keep_scale)
 
 
 class _ActivationDropoutLinear(torch.autograd.Function):
