@@ -102,6 +102,10 @@ def _masked(hidden: Tensor, keep: Optional[Tensor], source: Tensor) -> Tensor:
     None."""
     if keep is None:
         return hidden
+    if keep.dtype == torch.bool:
+        # the same bytes as 0/1 integers: CPU converts those to the float operand's type twice as fast as bools
+        # (a float32 (2, 750, 1024) product: 0.45 against 0.86 ms on the development CPU)
+        keep = keep.view(torch.uint8)
     return hidden * keep if hidden is source else hidden.mul_(keep)
 
 
@@ -127,6 +131,8 @@ class _ActivationDropoutLinear(torch.autograd.Function):
         need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
         compute = grad.dtype  # autocast's dtype when the forward ran under autocast
         scale = 1.0 if keep is None else ctx.keep_scale
+        if keep is not None and need_weight and need_x:
+            keep = keep.to(compute)  # converted once for both products, released with this function's backward
         grad_x = grad_weight = grad_bias = None
         if need_weight:
             hidden = _masked(ctx.activation.value(x).to(compute), keep, x)
