@@ -71,6 +71,27 @@ def test_matches_an_unmasked_reference_on_unpadded_input():
     torch.testing.assert_close(ys, reference, atol=1e-5, rtol=0)
 
 
+def test_training_values_and_gradients_match_the_plain_convolutions():
+    """The training path (im2col first convolution, channels-last frequency-major flatten with reordered Linear
+    columns) against ``conv2d`` and the channel-major flatten, in float64."""
+    torch.manual_seed(4)
+    module = build_subsampling("dw_striding", 80, 12, channels=5).double()
+    x = torch.randn(2, 37, 80, dtype=torch.float64)
+    ys, _ = module(x, torch.tensor([37, 37]))
+    ys.square().sum().backward()
+    got = {name: p.grad.clone() for name, p in module.named_parameters()}
+    module.zero_grad()
+    h = torch.relu(torch.nn.functional.conv2d(x.unsqueeze(1), module.conv1.weight, module.conv1.bias, 2, 1))
+    h = torch.nn.functional.conv2d(h, module.depthwise.weight, module.depthwise.bias, 2, 1, groups=5)
+    h = torch.relu(torch.nn.functional.conv2d(h, module.pointwise.weight, module.pointwise.bias))
+    flat = h.permute(0, 2, 1, 3).reshape(2, h.size(2), -1)  # index c * F' + f
+    reference = flat @ module.out.weight.T + module.out.bias
+    reference.square().sum().backward()
+    torch.testing.assert_close(ys, reference)
+    for name, p in module.named_parameters():
+        torch.testing.assert_close(got[name], p.grad, msg=name)
+
+
 def _padded_batch(lengths, input_size=80):
     """Random (B, max(lengths), F) features with loud garbage in the padding."""
     xs = torch.randn(len(lengths), max(lengths), input_size)
