@@ -117,3 +117,32 @@ def test_transducer_graphs_match_the_pytorch_modules():
         encoder_out = torch.randn(4, model.joint_network.lin_enc.out_features)
         expected = model.joint_network(encoder_out, torch.from_numpy(decoder_out), no_projection=True)
     np.testing.assert_allclose(onnx_model.joiner(encoder_out.numpy(), decoder_out), expected.numpy(), atol=ATOL)
+
+
+def _float_weight_products(model):
+    """Names of the float MatMuls of ``model`` whose second operand is a 2-D constant, read directly or through a
+    Transpose (what dynamic quantisation should have made integer products)."""
+    constants = {t.name: len(t.dims) for t in model.graph.initializer}
+    transposed = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Transpose"}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul"
+            and constants.get(transposed.get(n.input[1], n.input[1])) == 2]  # fmt: skip
+
+
+def test_int8_quantises_every_weight_product_and_keeps_the_metadata(tmp_path):
+    """Zipformer's Swoosh-then-linear layers leave their weights behind a Transpose in the exported graph (the layer
+    reads the weights' row sums too); the int8 recipe folds those first, so no weight product stays float32, and the
+    sherpa-onnx metadata of the source survives."""
+    import onnx
+
+    from hybrid_encoders.deploy.onnx_export import quantize_int8
+
+    _, folder = exported("zipformer")
+    source = onnx.load(str(folder / "encoder.onnx"))
+    assert _float_weight_products(source), "the exported graph no longer has weights behind a Transpose"
+    quantize_int8(folder / "encoder.onnx", tmp_path / "encoder.int8.onnx")
+    quantized = onnx.load(str(tmp_path / "encoder.int8.onnx"))
+    assert _float_weight_products(quantized) == []
+    metadata = {entry.key: entry.value for entry in quantized.metadata_props}
+    for entry in source.metadata_props:
+        assert metadata.get(entry.key) == entry.value, entry.key
+    assert "model_type" in metadata
