@@ -211,10 +211,16 @@ def export_graph(spec: GraphSpec, path: pathlib.Path, opset: int) -> None:
         raise ExportError(f"exporting {spec.name}.onnx failed: {type(error).__name__}: {error}") from error
     model = onnx.load(str(path))
     check_opset(model, opset, f"{spec.name}.onnx")
-    for key, value in spec.metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    _set_metadata(model, spec.metadata)
     onnx.save(model, str(path))
+
+
+def _set_metadata(model, metadata: Dict[str, str]) -> None:
+    """Write ``metadata`` into ``model.metadata_props``, replacing entries of the same keys."""
+    entries = {entry.key: entry for entry in model.metadata_props}
+    for key, value in metadata.items():
+        entry = entries.get(key) or model.metadata_props.add()
+        entry.key, entry.value = key, value
 
 
 def check_opset(model, opset: int, name: str) -> None:
@@ -356,11 +362,7 @@ def quantize_int8(source: pathlib.Path, target: pathlib.Path) -> None:
             weight_type=QuantType.QInt8, nodes_to_exclude=not_weights,
         )  # fmt: skip
     model = onnx.load(str(target))
-    present = {entry.key for entry in model.metadata_props}
-    for key, value in metadata.items():
-        if key not in present:
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value
+    _set_metadata(model, metadata)
     onnx.save(model, str(target))
 
 
