@@ -211,16 +211,10 @@ def export_graph(spec: GraphSpec, path: pathlib.Path, opset: int) -> None:
         raise ExportError(f"exporting {spec.name}.onnx failed: {type(error).__name__}: {error}") from error
     model = onnx.load(str(path))
     check_opset(model, opset, f"{spec.name}.onnx")
-    _set_metadata(model, spec.metadata)
-    onnx.save(model, str(path))
-
-
-def _set_metadata(model, metadata: Dict[str, str]) -> None:
-    """Write ``metadata`` into ``model.metadata_props``, replacing entries of the same keys."""
-    entries = {entry.key: entry for entry in model.metadata_props}
-    for key, value in metadata.items():
-        entry = entries.get(key) or model.metadata_props.add()
+    for key, value in spec.metadata.items():
+        entry = model.metadata_props.add()
         entry.key, entry.value = key, value
+    onnx.save(model, str(path))
 
 
 def check_opset(model, opset: int, name: str) -> None:
@@ -341,15 +335,14 @@ def quantize_int8(source: pathlib.Path, target: pathlib.Path) -> None:
     constant, so 80 of Zipformer-M's 282 weight products stayed float32 without it.
 
     MatMuls whose constant operand is not a 2-D weight stay float: in a chunk graph the positional-encoding
-    projections are folded into (heads, dim, frames) constants, which per-channel quantisation cannot handle. The
-    source's metadata is carried over.
+    projections are folded into (heads, dim, frames) constants, which per-channel quantisation cannot handle. Both
+    steps keep the source's metadata (sherpa-onnx reads it).
     """
     onnx = require("onnx")
     require("onnxruntime")
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    metadata = {entry.key: entry.value for entry in onnx.load(str(source)).metadata_props}
     with tempfile.TemporaryDirectory() as scratch:
         folded = pathlib.Path(scratch) / "folded.onnx"
         quant_pre_process(str(source), str(folded), skip_symbolic_shape=True, skip_onnx_shape=True)
@@ -361,9 +354,6 @@ def quantize_int8(source: pathlib.Path, target: pathlib.Path) -> None:
             str(folded), str(target), op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
             weight_type=QuantType.QInt8, nodes_to_exclude=not_weights,
         )  # fmt: skip
-    model = onnx.load(str(target))
-    _set_metadata(model, metadata)
-    onnx.save(model, str(target))
 
 
 def write_tokens(token_list: Sequence[str], path: pathlib.Path) -> None:
