@@ -131,7 +131,8 @@ def seed_table(rows: Mapping[str, Sequence[str]], decode_tag: str, test_sets: Se
 
     Args:
         rows: ``{row label: [exp dir of each seed's run, ...]}``.
-        decode_tag: name of the decoding directory inside each exp dir (``decode_<inference config>_<model>...``).
+        decode_tag: name of the decoding directory inside each exp dir (``decode_<inference config>_<model>...``),
+            or a glob matching exactly one there (rows whose configs decode different averaged checkpoints).
         test_sets: the test sets (columns); each run must have ``<exp>/<decode_tag>/<set>/score_wer/counts.json``.
 
     Returns:
@@ -148,7 +149,7 @@ def seed_table(rows: Mapping[str, Sequence[str]], decode_tag: str, test_sets: Se
         for name in test_sets:
             rates = []
             for exp in exp_dirs:
-                directory = os.path.join(exp, decode_tag, name)
+                directory = os.path.join(_decode_dir(exp, decode_tag), name)
                 if not os.path.isfile(os.path.join(directory, "score_wer", "counts.json")):
                     raise FileNotFoundError(f"{directory}/score_wer/counts.json not found: decode and score {name} "
                                             f"of {exp} first (run.sh stages 6-7)")
@@ -157,6 +158,15 @@ def seed_table(rows: Mapping[str, Sequence[str]], decode_tag: str, test_sets: Se
             cells.append(f"{statistics.mean(rates):.1f} [{min(rates):.1f}-{max(rates):.1f}] ({spread})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _decode_dir(exp: str, decode_tag: str) -> str:
+    """The one directory of ``exp`` that ``decode_tag`` (a name or a glob) names."""
+    matches = sorted(glob.glob(os.path.join(glob.escape(exp), decode_tag)))
+    if len(matches) > 1:
+        raise ValueError(f"--decode_tag {decode_tag!r} matches {len(matches)} directories of {exp}: "
+                         f"{[os.path.basename(m) for m in matches]}")
+    return matches[0] if matches else os.path.join(exp, decode_tag)
 
 
 def _pairs(parser: argparse.ArgumentParser, option: str, items: Sequence[str]) -> Dict[str, str]:
@@ -175,7 +185,7 @@ def _seeds_main(argv: Sequence[str]) -> int:
                                      description="WER mean and range over seeds, one row per configuration.")
     parser.add_argument("--row", action="append", required=True, metavar="LABEL=GLOB",
                         help="a row label and a glob of its runs' exp dirs; repeatable")
-    parser.add_argument("--decode_tag", required=True, help="decoding directory name inside each exp dir")
+    parser.add_argument("--decode_tag", required=True, help="decoding directory name inside each exp dir, or a glob matching one")
     parser.add_argument("--test_sets", nargs="+", default=["test", "test_other"])
     args = parser.parse_args(argv)
     rows = {label: sorted(glob.glob(pattern)) for label, pattern in _pairs(parser, "--row", args.row).items()}

@@ -88,3 +88,15 @@ def test_seed_table_command_line(tmp_path, capsys):
     _fake_run(tmp_path / "a_s0", 3, {"test": (1, 10)})
     assert main(["seeds", "--decode_tag", "decode_x", "--test_sets", "test", "--row", f"a={tmp_path}/a_s*"]) == 0
     assert "| a | 1 | 3 | 10.0 [10.0-10.0] (-) |" in capsys.readouterr().out
+
+
+def test_seed_table_reads_each_run_through_a_decode_tag_glob(tmp_path):
+    """Rows whose configs decode different averaged checkpoints share one glob; two matches in a run are an error."""
+    _fake_run(tmp_path / "acc_s0", 4, {"test": (2, 10)}, decode_tag="decode_asr_valid.acc.ave_lm")
+    _fake_run(tmp_path / "loss_s0", 5, {"test": (3, 10)}, decode_tag="decode_asr_valid.loss.ave_lm")
+    rows = {"acc": [str(tmp_path / "acc_s0")], "loss": [str(tmp_path / "loss_s0")]}
+    lines = seed_table(rows, "decode_asr_valid.*.ave_lm", ["test"]).splitlines()
+    assert lines[2:] == ["| acc | 1 | 4 | 20.0 [20.0-20.0] (-) |", "| loss | 1 | 5 | 30.0 [30.0-30.0] (-) |"]
+    (tmp_path / "acc_s0" / "decode_asr_valid.loss.ave_lm").mkdir()
+    with pytest.raises(ValueError, match=r"matches 2 directories of .*acc_s0"):
+        seed_table(rows, "decode_asr_valid.*.ave_lm", ["test"])

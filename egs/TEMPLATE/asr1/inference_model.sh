@@ -23,12 +23,6 @@ if [ ! -f "${_he_config}" ]; then
     echo "run.sh: ERROR: the ASR training config ${_he_config} does not exist (in $(pwd))" >&2
     exit 1
 fi
-inference_asr_model="$(python3 -c '
-import sys, yaml
-with open(sys.argv[1]) as stream:
-    config = yaml.safe_load(stream) or {}
-criteria = config.get("best_model_criterion") or [["valid", "acc", "max"]]
-phase, metric = criteria[0][0], criteria[0][1]
-print(f"{phase}.{metric}.ave.pth")
-' "${_he_config}")" || { echo "run.sh: ERROR: cannot read best_model_criterion from ${_he_config}" >&2; exit 1; }
+inference_asr_model="$(python3 -m hybrid_encoders.recipes.averaged_model "${_he_config}")" \
+    || { echo "run.sh: ERROR: cannot read best_model_criterion from ${_he_config}" >&2; exit 1; }
 unset _he_config _he_args _he_i

@@ -18,7 +18,7 @@ set -euo pipefail
 help_message="Usage: $0 [--stage N] [--stop_stage N] [--asr_config conf/X.yaml] [--inference_config conf/Y.yaml]
   [--nj N] [--ngpu N] [--corpus_size N] [--seed N] [--token_type bpe|char] [--nbpe N] [--test_sets 'test test_other']
   [--asr_tag TAG] [--asr_args '...'] [--use_lm true|false] [--lm_config conf/train_lm.yaml] [--lm_args '...']
-  [--inference_args '...'] [--inference_asr_model valid.acc.ave.pth] [--inference_lm valid.loss.ave.pth]
+  [--inference_args '...'] [--inference_asr_model valid.loss.ave.pth] [--inference_lm valid.loss.ave.pth]
   [--espeak_backend auto|program|library] [--python python3]
   [--streaming true|false] [--streaming_chunks 'CHUNK:LEFT ...']"
 
@@ -36,7 +36,7 @@ token_type=char         # char (default: measured 37.5 % vs 98 % WER with bpe, 1
 nbpe=200                # sentencepiece vocabulary size
 asr_config=""           # default: conf/train_asr_squeezeformer_interctc.yaml (conf/train_asr_zipformer_streaming.yaml if streaming)
 inference_config=""     # default: conf/decode_asr.yaml (conf/decode_asr_streaming.yaml if streaming)
-inference_asr_model=valid.acc.ave.pth
+inference_asr_model=""  # default: the average of the config's first best_model_criterion (valid.acc.ave.pth, ...)
 use_lm=""               # train a character/BPE LSTM LM on the training transcripts and decode with it (default: true,
                         # false if streaming: the streaming search fuses no LM)
 streaming=false         # true: train a causal (streaming) model and decode it with asr_inference_streaming
@@ -138,6 +138,8 @@ done
 "${python}" -c "import espnet2, hybrid_encoders.recipes" 2> /dev/null \
     || die "${python} cannot import espnet2 and hybrid_encoders: run 'make venv' at the repository root, or
        pip install -e '.[recipes]' in your environment"
+[ -n "${inference_asr_model}" ] || inference_asr_model=$("${python}" -m hybrid_encoders.recipes.averaged_model \
+    "${asr_config}") || die "--asr_config ${asr_config}: cannot tell which averaged checkpoint to decode"
 
 if [ "${token_type}" = bpe ]; then
     token_tag=bpe_unigram${nbpe}
