@@ -8,14 +8,16 @@
 # exp/equal_budget_<config>_seed<seed>.log; finished runs are skipped by run.sh's markers.
 set -euo pipefail
 
-help_message="Usage: $0 [--configs 'conformer squeezeformer squeezeformer_interctc hybridformer zipformer squeezeformer_crctc conformer_interctc']
+help_message="Usage: $0 [--configs 'conformer squeezeformer squeezeformer_interctc squeezeformer_ctc hybridformer zipformer squeezeformer_crctc
+  conformer_interctc']
   [--seeds '2024 1 2'] [--parallel 1] [--measure false] [--python python3]"
 
 cd "$(dirname "$0")/.."
 . ./path.sh
 
 # conf/train_asr_<name>.yaml; the first is the reference
-configs="conformer squeezeformer squeezeformer_interctc hybridformer zipformer squeezeformer_crctc conformer_interctc"
+configs="conformer squeezeformer squeezeformer_interctc squeezeformer_ctc hybridformer zipformer squeezeformer_crctc
+    conformer_interctc"
 seeds="2024 1 2"        # 2024 is the seed in the YAMLs (the run of ./run.sh --asr_config ...)
 parallel=1              # runs at a time (each trains with the machine's threads; 1 on a 2-core machine)
 measure=false           # re-measure the step-time ratios first
@@ -60,5 +62,5 @@ while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done
 rows=()
 for config in ${configs}; do rows+=(--row "${config}=exp/asr_${config}_seed*_char"); done
 "${python}" -m hybrid_encoders.recipes.report seeds --test_sets test test_other "${rows[@]}" \
-    --decode_tag decode_decode_asr_valid.acc.ave_lm_char_valid.loss.ave
+    --decode_tag 'decode_decode_asr_valid.*.ave_lm_char_valid.loss.ave'
 exit "${failed}"
