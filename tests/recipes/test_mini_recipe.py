@@ -62,9 +62,10 @@ def test_whole_recipe_on_a_tiny_corpus(tmp_path):
     for stage in range(1, 8):
         assert f"Stage {stage}:" in result.stdout
     assert "[train] epoch 1/1 started" in result.stdout
-    exp = recipe / "exp" / "asr_squeezeformer_interctc_bpe_unigram40"  # the default config
+    exp = recipe / "exp" / "asr_squeezeformer_ctc_bpe_unigram40"  # the default config
     lm_exp = recipe / "exp" / "lm_bpe_unigram40"
-    decode = exp / "decode_decode_asr_valid.acc.ave_lm_bpe_unigram40_valid.loss.ave" / "test"
+    # the default config selects models on the validation loss (it has no attention decoder)
+    decode = exp / "decode_decode_asr_valid.loss.ave_lm_bpe_unigram40_valid.loss.ave" / "test"
     for path in [recipe / "data" / split / name for split in ("train", "dev", "test")
                  for name in ("wav.scp", "text", "utt2spk", "spk2utt")] + [
             recipe / "data" / "manifests" / "mini_supervisions_train.jsonl.gz",
@@ -73,7 +74,7 @@ def test_whole_recipe_on_a_tiny_corpus(tmp_path):
             recipe / "exp" / "asr_stats_bpe_unigram40" / "train" / "text_shape.bpe",
             recipe / "exp" / "lm_stats_bpe_unigram40" / "train" / "text_shape.bpe",
             lm_exp / "config.yaml", lm_exp / "valid.loss.ave.pth",
-            exp / "config.yaml", exp / "valid.acc.ave.pth", decode / "text",
+            exp / "config.yaml", exp / "valid.loss.ave.pth", decode / "text",
             decode / "score_wer" / "alignments.txt", exp / "RESULTS.md", exp / "training_curves.png"]:
         assert path.exists(), path
     num_test = len((recipe / "data" / "test" / "wav.scp").read_text().splitlines())
@@ -94,7 +95,7 @@ def test_whole_recipe_on_a_tiny_corpus(tmp_path):
     no_lm = _run(recipe, *options, "--stage", "3", "--use_lm", "false")
     assert no_lm.returncode == 0, no_lm.stderr[-3000:]
     assert "Stage 3:" not in no_lm.stdout
-    no_lm_decode = exp / "decode_decode_asr_valid.acc.ave" / "test"
+    no_lm_decode = exp / "decode_decode_asr_valid.loss.ave" / "test"
     assert (no_lm_decode / "text").exists()
     assert "--lm_file" not in (no_lm_decode / "logdir" / "asr_inference.1.log").read_text()
     assert "language model: none" in (exp / "RESULTS.md").read_text()
