@@ -185,7 +185,8 @@ def _seeds_main(argv: Sequence[str]) -> int:
                                      description="WER mean and range over seeds, one row per configuration.")
     parser.add_argument("--row", action="append", required=True, metavar="LABEL=GLOB",
                         help="a row label and a glob of its runs' exp dirs; repeatable")
-    parser.add_argument("--decode_tag", required=True, help="decoding directory name inside each exp dir, or a glob matching one")
+    parser.add_argument("--decode_tag", required=True,
+                        help="decoding directory name inside each exp dir, or a glob matching one")
     parser.add_argument("--test_sets", nargs="+", default=["test", "test_other"])
     args = parser.parse_args(argv)
     rows = {label: sorted(glob.glob(pattern)) for label, pattern in _pairs(parser, "--row", args.row).items()}
