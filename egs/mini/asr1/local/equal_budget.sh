@@ -8,16 +8,16 @@
 # exp/equal_budget_<config>_seed<seed>.log; finished runs are skipped by run.sh's markers.
 set -euo pipefail
 
-help_message="Usage: $0 [--configs 'conformer squeezeformer squeezeformer_interctc squeezeformer_ctc hybridformer zipformer squeezeformer_crctc
-  conformer_interctc conformer_ctc']
+help_message="Usage: $0 [--configs 'conformer squeezeformer squeezeformer_interctc squeezeformer_ctc squeezeformer_ctc_d176
+  hybridformer zipformer squeezeformer_crctc conformer_interctc conformer_ctc']
   [--seeds '2024 1 2'] [--parallel 1] [--measure false] [--python python3]"
 
 cd "$(dirname "$0")/.."
 . ./path.sh
 
 # conf/train_asr_<name>.yaml; the first is the reference
-configs="conformer squeezeformer squeezeformer_interctc squeezeformer_ctc hybridformer zipformer squeezeformer_crctc
-    conformer_interctc conformer_ctc"
+configs="conformer squeezeformer squeezeformer_interctc squeezeformer_ctc squeezeformer_ctc_d176 hybridformer zipformer
+    squeezeformer_crctc conformer_interctc conformer_ctc"
 seeds="2024 1 2"        # 2024 is the seed in the YAMLs (the run of ./run.sh --asr_config ...)
 parallel=1              # runs at a time (each trains with the machine's threads; 1 on a 2-core machine)
 measure=false           # re-measure the step-time ratios first
