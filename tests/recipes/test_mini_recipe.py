@@ -62,7 +62,7 @@ def test_whole_recipe_on_a_tiny_corpus(tmp_path):
     for stage in range(1, 8):
         assert f"Stage {stage}:" in result.stdout
     assert "[train] epoch 1/1 started" in result.stdout
-    exp = recipe / "exp" / "asr_squeezeformer_ctc_bpe_unigram40"  # the default config
+    exp = recipe / "exp" / "asr_squeezeformer_ctc_d176_bpe_unigram40"  # the default config
     lm_exp = recipe / "exp" / "lm_bpe_unigram40"
     # the default config selects models on the validation loss (it has no attention decoder)
     decode = exp / "decode_decode_asr_valid.loss.ave_lm_bpe_unigram40_valid.loss.ave" / "test"

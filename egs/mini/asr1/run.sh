@@ -34,7 +34,8 @@ seed=0                  # corpus seed: same seed, same audio
 espeak_backend=auto     # auto: the espeakng-loader wheel (reproducible), else the espeak-ng program
 token_type=char         # char (default: measured 37.5 % vs 98 % WER with bpe, 10 epochs) or bpe
 nbpe=200                # sentencepiece vocabulary size
-asr_config=""           # default: conf/train_asr_squeezeformer_ctc.yaml (conf/train_asr_zipformer_streaming.yaml if streaming)
+asr_config=""           # default: conf/train_asr_squeezeformer_ctc_d176.yaml
+                        # (conf/train_asr_zipformer_streaming.yaml if streaming)
 inference_config=""     # default: conf/decode_asr.yaml (conf/decode_asr_streaming.yaml if streaming)
 inference_asr_model=""  # default: the average of the config's first best_model_criterion (valid.acc.ave.pth, ...)
 use_lm=""               # train a character/BPE LSTM LM on the training transcripts and decode with it (default: true,
@@ -122,7 +123,7 @@ if [ "${streaming}" = true ]; then
             || die "--streaming_chunks: '${chunk}' is not CHUNK:LEFT (50 Hz frames, e.g. 16:128)"
     done
 fi
-asr_config=${asr_config:-conf/train_asr_squeezeformer_ctc.yaml}
+asr_config=${asr_config:-conf/train_asr_squeezeformer_ctc_d176.yaml}
 inference_config=${inference_config:-conf/decode_asr.yaml}
 use_lm=${use_lm:-true}
 [ "${nj}" -ge 1 ] || die "--nj must be at least 1"
