@@ -60,14 +60,42 @@ def test_sentences_are_deterministic_and_cover_every_domain():
 
 def test_training_grammar_is_wide(training_sample):
     words = grammar.vocabulary(training_sample)
-    assert len(words) >= 1000
+    assert len(words) >= 1800
     assert all(word == word.upper() and " " not in word for word in words)
     lengths = [len(sentence.split()) for sentence in training_sample]
     assert min(lengths) == 1 and max(lengths) >= 20
     assert 7.0 <= sum(lengths) / len(lengths) <= 9.0
     rng = random.Random(0)
     assert {grammar.draw(rng)[0] for _ in range(5000)} == set(grammar.TRAIN_STRUCTURES)
-    assert len(grammar.TRAIN_STRUCTURES) >= 30
+    assert len(grammar.TRAIN_STRUCTURES) >= 32
+
+
+@pytest.fixture(scope="module")
+def composed_sample():
+    """Sentences of the free-composition structure."""
+    rng = random.Random(13)
+    return [sentence for name, sentence in (grammar.draw(rng) for _ in range(20000)) if name == "composed"]
+
+
+@pytest.mark.parametrize("form", [
+    r"\b(does|do|did) not \w+", r"\b(will not|won't) \w+", r"\b(is|are|am) \w+ing\b", r"\b(was|were) \w+ing\b",
+    r"\b(has|have) (already |just |never )?\w+", r"\bhad (just |already |never )?\w+",
+    r"\b(can|could|should|must|might|may|would) have \w+", r"\b(wanted|tried|decided) to \w+",
+    r"\b(is|are|was|were) \w+(ed|en)\b", r"\b(has|have) (just |never )?been \w+", r"\b(is|are) being \w+",
+    r"\bwill be \w+", r"\bby \w+", r" (when|while|after|before|until|although|since) ",
+])
+def test_free_composition_covers_tense_aspect_voice_and_conjunctions(composed_sample, form):
+    assert 0.2 <= len(composed_sample) / 20000 <= 0.35
+    assert any(re.search(form, sentence) for sentence in composed_sample), form
+
+
+def test_free_composition_agrees_with_its_subject(composed_sample):
+    """Pronoun subjects take the verb forms of their person; plural passive subjects take plural auxiliaries."""
+    wrong = re.compile(r"^(he|she) (do|have|are|am|were)\b|^(i|you|we|they) (does|has|is)\b|^i (are|were)\b|"
+                       r"^(you|we|they) (am|was)\b|^some \w+ (is|was|has)\b")
+    pronoun_subject = [sentence for sentence in composed_sample if sentence.split()[0] in ("he", "she", "i", "you")]
+    assert len(pronoun_subject) >= 200 and sum(sentence.startswith("some ") for sentence in composed_sample) >= 50
+    assert not [sentence for sentence in composed_sample if wrong.search(sentence)]
 
 
 def test_splits_are_disjoint(training_sample):

@@ -187,13 +187,14 @@ common_train_args=("${token_args[@]}" --config "${asr_config}" --frontend_conf f
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     banner 1 "synthesise the eSpeak NG corpus (corpus_size=${corpus_size}, seed=${seed})"
-    # corpus2: the grammar with held-out structures and disjoint splits (the audio of other versions is not reused).
-    signature="corpus2 corpus_size=${corpus_size} seed=${seed}"
+    # corpus3: the grammar with free clause composition, held-out structures and disjoint splits (the audio of
+    # other versions is not reused).
+    signature="corpus3 corpus_size=${corpus_size} seed=${seed}"
     if is_done data/.stage1.done "${signature}"; then
         log "already done (data/.stage1.done); skipping"
     else
         "${python}" -m hybrid_encoders.recipes.synthetic_speech --data_dir data \
-            --audio_dir "data/audio/corpus2_seed${seed}_size${corpus_size}" --corpus_size "${corpus_size}" \
+            --audio_dir "data/audio/corpus3_seed${seed}_size${corpus_size}" --corpus_size "${corpus_size}" \
             --seed "${seed}" --nj "${nj}" --backend "${espeak_backend}" || die "stage 1 (data) failed"
         echo "${signature}" > data/.stage1.done
     fi
