@@ -391,6 +391,14 @@ def _be(person: str) -> str:
     return {"1s": "am", "3s": "is", "pl": "are"}[person]
 
 
+def _was(person: str) -> str:
+    return "were" if person == "pl" else "was"
+
+
+def _have(person: str) -> str:
+    return "has" if person == "3s" else "have"
+
+
 def _present(verb: Verb, person: str) -> str:
     return verb[1] if person == "3s" else verb[0]
 
@@ -652,7 +660,7 @@ def _location(s: Slots) -> str:
 
 def _feeling(s: Slots) -> str:
     subject, person = s.subject()
-    verb = s.rng.choice(("felt", "looked", _be(person), "was" if person != "pl" else "were"))
+    verb = s.rng.choice(("felt", "looked", _be(person), _was(person)))
     return subject + " " + verb + " " + s.rng.choice(("very ", "really ", "a bit ", "")) + s.word("feelings") + \
         _optional(s, 0.5, lambda: s.when("past"))
 
@@ -709,14 +717,6 @@ MODALS = ("can", "could", "should", "must", "might", "may", "would")
 CONJUNCTIONS = ("and", "but", "so", "or", "and then", "when", "while", "after", "before", "until", "although",
                 "since")
 CATENATIVES = ("wanted", "needed", "tried", "decided", "forgot", "hoped", "started", "planned", "promised", "agreed")
-
-
-def _was(person: str) -> str:
-    return "were" if person == "pl" else "was"
-
-
-def _have(person: str) -> str:
-    return "has" if person == "3s" else "have"
 
 
 def _verb_group(s: Slots, verb: Verb, person: str) -> str:
@@ -831,7 +831,7 @@ def _reported_speech(s: Slots) -> str:
 
 def _causal(s: Slots) -> str:
     subject, person = s.subject()
-    return _clause(s) + " because " + subject + " " + ("was" if person != "pl" else "were") + " " + s.word("feelings")
+    return _clause(s) + " because " + subject + " " + _was(person) + " " + s.word("feelings")
 
 
 def _how_many(s: Slots) -> str:
