@@ -919,6 +919,8 @@ HELD_OUT_STRUCTURES: Dict[str, Structure] = {
 }
 # Splits drawn from HELD_OUT_STRUCTURES; every other split comes from TRAIN_STRUCTURES.
 HELD_OUT_SPLITS = ("dev_other", "test_other")
+# Text-only sentences of the training grammar for the language model (no audio), drawn after every other split.
+LM_TEXT_SPLIT = "lm_text"
 
 
 def draw(rng: random.Random, held_out: bool = False) -> Tuple[str, str]:
@@ -958,8 +960,9 @@ def generate_splits(sizes: Mapping[str, int], seed: int) -> Dict[str, List[Tuple
     """Draw the sentences of every split of a corpus, with no sentence occurring twice in the whole corpus.
 
     Each split has its own generator seeded from ``(seed, split)``, and the splits are drawn in a fixed order
-    (held-out splits, then the others by name, ``train`` last), so a split's sentences depend only on the seed and
-    the sizes of the splits drawn before it: the test sets do not change with the size of the training set.
+    (held-out splits, then the others by name, then ``train``, then :data:`LM_TEXT_SPLIT`), so a split's sentences
+    depend only on the seed and the sizes of the splits drawn before it: the test sets do not change with the size
+    of the training set, and no split changes with the size of the LM text.
 
     Args:
         sizes: ``{split name: number of sentences}``; the splits named in :data:`HELD_OUT_SPLITS` come from the
@@ -973,7 +976,8 @@ def generate_splits(sizes: Mapping[str, int], seed: int) -> Dict[str, List[Tuple
         ValueError: a negative size, or more distinct sentences requested than the grammar produces in a
             bounded number of draws.
     """
-    order = sorted(sizes, key=lambda split: (split not in HELD_OUT_SPLITS, split == "train", split))
+    order = sorted(sizes, key=lambda split: (split not in HELD_OUT_SPLITS, split == LM_TEXT_SPLIT, split == "train",
+                                             split))
     seen = set()
     splits = {}
     for split in order:

@@ -34,6 +34,7 @@ def test_stage_before_its_inputs_says_what_to_run(tmp_path):
 @pytest.mark.parametrize("options, message", [
     (["--no_such_option", "1"], "unknown option --no_such_option"),
     (["--nj", "two"], "--nj must be a non-negative integer"),
+    (["--lm_text_sentences", "-5"], "--lm_text_sentences must be a non-negative integer"),
     (["--token_type", "word"], "--token_type must be bpe or char"),
     (["--use_lm", "yes"], "--use_lm must be true or false"),
     (["--lm_config", "conf/missing_lm.yaml"], "--lm_config conf/missing_lm.yaml not found"),
@@ -55,7 +56,7 @@ def test_bad_options_are_named(tmp_path, options, message):
 def test_whole_recipe_on_a_tiny_corpus(tmp_path):
     recipe = _copy_recipe(tmp_path)
     options = ["--corpus_size", "44", "--token_type", "bpe", "--nbpe", "40", "--nj", "2",
-               "--asr_args", "--max_epoch 1 --batch_size 8", "--lm_args", "--max_epoch 1",
+               "--asr_args", "--max_epoch 1 --batch_size 8", "--lm_args", "--max_epoch 1", "--lm_text_sentences", "20",
                "--inference_args", "--beam_size 1 --maxlenratio 0.3"]
     result = _run(recipe, *options)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -83,6 +84,10 @@ def test_whole_recipe_on_a_tiny_corpus(tmp_path):
     assert match and int(match.group(1)) == num_test
     assert float(match.group(3)) >= 0.0
     assert "language model: exp/lm_bpe_unigram40/valid.loss.ave.pth" in results
+    # The LM text: the training transcripts, then 20 grammar sentences.
+    train_lines = (recipe / "data" / "train" / "text").read_text().splitlines()
+    lm_lines = (recipe / "exp" / "lm_stats_bpe_unigram40" / "lm_train.txt").read_text().splitlines()
+    assert lm_lines[:len(train_lines)] == train_lines and len(lm_lines) == len(train_lines) + 20
     decode_log = (decode / "logdir" / "asr_inference.1.log").read_text()
     assert "--lm_file exp/lm_bpe_unigram40/valid.loss.ave.pth" in decode_log
 
@@ -98,4 +103,20 @@ def test_whole_recipe_on_a_tiny_corpus(tmp_path):
     no_lm_decode = exp / "decode_decode_asr_valid.loss.ave" / "test"
     assert (no_lm_decode / "text").exists()
     assert "--lm_file" not in (no_lm_decode / "logdir" / "asr_inference.1.log").read_text()
+
+    # Other options train again from scratch (the earlier run is kept aside), instead of resuming its checkpoint.
+    options[options.index("--lm_text_sentences") + 1] = "10"
+    retrained = _run(recipe, *options, "--stage", "3", "--stop_stage", "3")
+    assert retrained.returncode == 0, retrained.stderr[-3000:]
+    assert "exp/lm_bpe_unigram40 holds a run with other options: moved to exp/lm_bpe_unigram40.previous" \
+        in retrained.stdout
+    assert "[train] epoch 1/1 started" in retrained.stdout
+    assert (recipe / "exp" / "lm_bpe_unigram40.previous" / "valid.loss.ave.pth").exists()
+    lm_lines = (recipe / "exp" / "lm_stats_bpe_unigram40" / "lm_train.txt").read_text().splitlines()
+    assert len(lm_lines) == len(train_lines) + 10
+
+    # The LM text is drawn disjoint from the corpus of stage 1's options: stage 3 refuses others.
+    other_seed = _run(recipe, *options, "--stage", "3", "--stop_stage", "3", "--seed", "5")
+    assert other_seed.returncode != 0
+    assert "run stage 3 with the --corpus_size and --seed of stage 1" in other_seed.stderr
     assert "language model: none" in (exp / "RESULTS.md").read_text()

@@ -4,8 +4,9 @@
 #   1  data           synthesise the corpus; Kaldi dirs data/{train,dev,dev_other,test,test_other}, lhotse manifests
 #                     in data/manifests (*_other: sentence structures and words the training grammar never produces)
 #   2  token list     sentencepiece model (--token_type bpe) or characters (--token_type char), ESPnet tokens.txt
-#   3  LM             lm_train --collect_stats true, aggregate_stats_dirs, lm_train on the training transcripts
-#                     (skipped with --use_lm false)
+#   3  LM             LM text: the training transcripts and --lm_text_sentences more sentences of the training
+#                     grammar (text only, none of them in a dev or test set); lm_train --collect_stats true,
+#                     aggregate_stats_dirs, lm_train (skipped with --use_lm false)
 #   4  collect stats  asr_train --collect_stats true in --nj jobs, aggregate_stats_dirs (feats_stats.npz, shapes)
 #   5  train          asr_train; the trainer averages the --keep_nbest_models best checkpoints at the end
 #   6  decode         asr_inference in --nj jobs on each of --test_sets, with the LM of stage 3 (--use_lm true);
@@ -18,6 +19,7 @@ set -euo pipefail
 help_message="Usage: $0 [--stage N] [--stop_stage N] [--asr_config conf/X.yaml] [--inference_config conf/Y.yaml]
   [--nj N] [--ngpu N] [--corpus_size N] [--seed N] [--token_type bpe|char] [--nbpe N] [--test_sets 'test test_other']
   [--asr_tag TAG] [--asr_args '...'] [--use_lm true|false] [--lm_config conf/train_lm.yaml] [--lm_args '...']
+  [--lm_text_sentences N]
   [--inference_args '...'] [--inference_asr_model valid.loss.ave.pth] [--inference_lm valid.loss.ave.pth]
   [--espeak_backend auto|program|library] [--python python3]
   [--streaming true|false] [--streaming_chunks 'CHUNK:LEFT ...']"
@@ -44,6 +46,8 @@ streaming=false         # true: train a causal (streaming) model and decode it w
 streaming_chunks="16:128 32:256"  # chunk_size:left_context_frames (50 Hz frames: 16 = 320 ms) decoded if streaming
 lm_config=conf/train_lm.yaml
 lm_args=""              # extra lm_train options, e.g. "--max_epoch 5"
+lm_text_sentences=5472  # sentences of the training grammar added to the LM's text (4x the default's transcripts;
+                        # asr.sh's --lm_train_text); 0: the training transcripts only
 inference_lm=valid.loss.ave.pth
 asr_tag=""              # default: the config's file name without train_ and .yaml
 asr_args=""             # extra asr_train options, e.g. "--max_epoch 4"
@@ -98,18 +102,26 @@ aggregate_stats() {
             > "${output_dir}/${set_name}/text_shape.${token_type}"
     done
 }
-# train_logged EXP_DIR WHAT CMD...: run a trainer with its full log appended to EXP_DIR/train.log and condensed
-# progress (batches, loss, ETA) on the console; on failure show the log's tail.
+# train_logged EXP_DIR WHAT SIGNATURE CMD...: run a trainer with its full log appended to EXP_DIR/train.log and
+# condensed progress (batches, loss, ETA) on the console; on failure show the log's tail. An interrupted run with the
+# same SIGNATURE (options) resumes from its last checkpoint; a run with other options is moved to
+# EXP_DIR.previous first, so that training starts over instead of resuming its checkpoint.
 train_logged() {
-    local exp_dir=$1 what=$2
-    shift 2
+    local exp_dir=$1 what=$2 signature=$3
+    shift 3
+    if [ -e "${exp_dir}" ] && ! is_done "${exp_dir}/.started" "${signature}"; then
+        rm -rf "${exp_dir}.previous"
+        mv "${exp_dir}" "${exp_dir}.previous"
+        log "${exp_dir} holds a run with other options: moved to ${exp_dir}.previous; training from scratch"
+    fi
     mkdir -p "${exp_dir}"
+    echo "${signature}" > "${exp_dir}/.started"
     log "full log: ${exp_dir}/train.log (an interrupted run resumes from its last checkpoint)"
     "$@" 2>&1 | tee -a "${exp_dir}/train.log" | "${python}" -m hybrid_encoders.recipes.progress \
         || { tail -n 30 "${exp_dir}/train.log" >&2; die "${what} failed; full log: ${exp_dir}/train.log"; }
 }
 
-for name in stage stop_stage nj ngpu corpus_size seed nbpe; do
+for name in stage stop_stage nj ngpu corpus_size seed nbpe lm_text_sentences; do
     [[ "${!name}" =~ ^[0-9]+$ ]] || die "--${name} must be a non-negative integer, got '${!name}'"
 done
 case "${streaming}" in true|false) ;; *) die "--streaming must be true or false, got '${streaming}'" ;; esac
@@ -184,12 +196,13 @@ done
 token_args=(--use_preprocessor true --token_type "${token_type}" --token_list "${token_list}"
             --bpemodel "${bpemodel}" --cleaner none --g2p none --non_linguistic_symbols none)
 common_train_args=("${token_args[@]}" --config "${asr_config}" --frontend_conf fs=16k)
+# corpus3: the grammar with free clause composition, held-out structures and disjoint splits (the audio of other
+# versions is not reused).
+corpus_signature="corpus3 corpus_size=${corpus_size} seed=${seed}"
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     banner 1 "synthesise the eSpeak NG corpus (corpus_size=${corpus_size}, seed=${seed})"
-    # corpus3: the grammar with free clause composition, held-out structures and disjoint splits (the audio of
-    # other versions is not reused).
-    signature="corpus3 corpus_size=${corpus_size} seed=${seed}"
+    signature=${corpus_signature}
     if is_done data/.stage1.done "${signature}"; then
         log "already done (data/.stage1.done); skipping"
     else
@@ -224,23 +237,32 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [ "${use_lm}" = true ]; 
     banner 3 "train the language model ${lm_exp} (config ${lm_config})"
     require data/.stage1.done 1
     require "${token_dir}/.done" 2
-    # As asr.sh stages 6-7: text statistics (token counts per sentence), then lm_train; the LM sees the training
-    # transcripts only, and the dev transcripts for validation.
+    # As asr.sh stages 6-7: the LM text (asr.sh's --lm_train_text: the training transcripts, then
+    # --lm_text_sentences sentences of the training grammar that are in no split of the corpus), text statistics
+    # (token counts per sentence), then lm_train; the dev transcripts validate it.
+    # The grammar's sentences are drawn disjoint from the corpus that --corpus_size and --seed make.
+    is_done data/.stage1.done "${corpus_signature}" || die "data/ was made with other options ($(cat \
+        data/.stage1.done)); run stage 3 with the --corpus_size and --seed of stage 1"
     signature="$(cat "${token_dir}/.done") config=$(cksum < "${lm_config}") args=${lm_args}"
+    signature+=" lm_text_sentences=${lm_text_sentences}"
     if is_done "${lm_exp}/.done" "${signature}"; then
         log "already done (${lm_exp}/.done); skipping"
     else
         rm -rf "${lm_stats_dir}"
         mkdir -p "${lm_stats_dir}/logdir"
-        lm_data_args=(--train_data_path_and_name_and_type data/train/text,text,text
+        lm_train_text=${lm_stats_dir}/lm_train.txt
+        "${python}" -m hybrid_encoders.recipes.lm_text --train_text data/train/text --output "${lm_train_text}" \
+            --corpus_size "${corpus_size}" --seed "${seed}" --sentences "${lm_text_sentences}" \
+            || die "stage 3 (LM text) failed"
+        lm_data_args=(--train_data_path_and_name_and_type "${lm_train_text},text,text"
                       --valid_data_path_and_name_and_type data/dev/text,text,text)
         "${python}" -m espnet2.bin.lm_train --collect_stats true "${token_args[@]}" --config "${lm_config}" \
-            --ngpu 0 "${lm_data_args[@]}" --train_shape_file data/train/text --valid_shape_file data/dev/text \
+            --ngpu 0 "${lm_data_args[@]}" --train_shape_file "${lm_train_text}" --valid_shape_file data/dev/text \
             --output_dir "${lm_stats_dir}/logdir/stats.1" > "${lm_stats_dir}/logdir/stats.1.log" 2>&1 \
             || { tail -n 20 "${lm_stats_dir}/logdir/stats.1.log" >&2; die "LM statistics failed"; }
         aggregate_stats "${lm_stats_dir}" "${lm_stats_dir}/logdir/stats.1"
         # shellcheck disable=SC2086  # lm_args is a list of options
-        train_logged "${lm_exp}" "LM training" \
+        train_logged "${lm_exp}" "LM training" "${signature}" \
             "${python}" -m espnet2.bin.lm_train "${token_args[@]}" --config "${lm_config}" --ngpu "${ngpu}" \
             --resume true --output_dir "${lm_exp}" "${lm_data_args[@]}" \
             --train_shape_file "${lm_stats_dir}/train/text_shape.${token_type}" \
@@ -289,7 +311,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
         log "already done (${asr_exp}/.done); skipping"
     else
         # shellcheck disable=SC2086  # asr_args is a list of options
-        train_logged "${asr_exp}" training \
+        train_logged "${asr_exp}" training "${signature}" \
             "${python}" -m espnet2.bin.asr_train "${common_train_args[@]}" --ngpu "${ngpu}" --resume true \
             --output_dir "${asr_exp}" \
             --normalize global_mvn --normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz" \
