@@ -9,20 +9,20 @@ held-out structures of ``dev_other`` / ``test_other`` stay unseen by the LM.
 
 Command line (used by ``egs/mini/asr1`` stage 3)::
 
-    python -m hybrid_encoders.recipes.lm_text --train_text data/train/text --output data/lm_train.txt \\
+    python -m hybrid_encoders.recipes.lm_text --train_text data/train/text --output exp/lm_stats_char/lm_train.txt \\
         --corpus_size 1800 --seed 0 --sentences 5472
 """
 
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import List, Sequence
 
 from hybrid_encoders.recipes.grammar import LM_TEXT_SPLIT, generate_splits, normalize_transcript
 from hybrid_encoders.recipes.synthetic_speech import split_sizes
 
 
-def lm_text_sentences(corpus_size: int, seed: int, count: int) -> list:
+def lm_text_sentences(corpus_size: int, seed: int, count: int) -> List[str]:
     """``count`` reference-form sentences of the training grammar that no split of the corpus contains.
 
     Args:
